@@ -1,0 +1,1 @@
+"""Compiler: torch -> ONNX export (verified), graph passes, backends, profiling."""
