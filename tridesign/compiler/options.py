@@ -1,0 +1,20 @@
+"""Options of one compilation, grouped so the pipeline and every backend take one object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    backend: str = "ort"  # a name in tridesign.compiler.backends.BACKENDS
+    target: str = "host"  # a name in the target registry (tridesign.compiler.targets)
+    tune_trials: int = 0  # MetaSchedule trials for TVM; 0 = untuned (and the manifest says so)
+    tuning_db: Path | None = None  # a persistent MetaSchedule database to reuse and extend
+    prune: str | None = None  # SPEC such as "unstructured:0.8" or a YAML file path (sparsity passes)
+    quantize: str | None = None  # "int8" (static QDQ, per-channel weights)
+    finetune_steps: int = 0  # first-order recovery steps after pruning (registered models only)
+    config: str = "tiny"  # model config when the source is a registered model
+    batch: int = 1  # batch size of the example inputs used for verification and profiling
+    seed: int = 0  # seed of the example inputs
