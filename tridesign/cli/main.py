@@ -1,7 +1,8 @@
 """Entry point: builds the typer app from the command modules and maps errors to exit codes.
 
 A `TridesignError` (the user's mistake or a failure they can act on) becomes one line on stderr and
-its exit code (2 usage, 1 failure); Ctrl-C becomes "interrupted" and exit 130. Artifacts are built
+its exit code (2 usage, 1 failure); click itself reports bad options (exit 2) and Ctrl-C ("Aborted!",
+exit 1). Artifacts are built
 in temporary directories and renamed at the end, so neither leaves anything half-written.
 """
 
@@ -23,6 +24,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain click errors: a usage mistake is reported in one "Error: ..." line, not a box.
+    rich_markup_mode=None,
 )
 for _module in COMMAND_MODULES:
     _module.register(app)
@@ -34,6 +37,3 @@ def main() -> None:
     except TridesignError as err:
         print(f"tridesign: error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        print("tridesign: interrupted; nothing was written", file=sys.stderr)
-        sys.exit(130)

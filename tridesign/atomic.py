@@ -1,0 +1,74 @@
+"""Atomic writes: nothing the toolchain produces is ever left half-written.
+
+Files go to a temporary sibling and are renamed into place; artifact directories are built in a
+temporary sibling directory and swapped in at the end. A failure or Ctrl-C leaves the previous state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from tridesign.errors import TridesignError
+
+MANIFEST = "manifest.json"
+
+
+def check_writable_parent(path: Path) -> None:
+    """Fail early, with one line, when `path` cannot be created (before any expensive work)."""
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise TridesignError(f"cannot write {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise TridesignError(f"cannot write {path}: directory {parent} is not writable")
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "wb") -> Iterator:
+    """Open a temporary sibling of `path` for writing; rename it onto `path` only on success."""
+    path = Path(path)
+    check_writable_parent(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with atomic_file(path) as handle:
+        handle.write(data)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield a temporary directory that replaces `path` when the block succeeds.
+
+    An existing `path` is replaced only if it is a tridesign artifact (it holds a manifest), so a
+    typo in `-o` never deletes a user's unrelated directory.
+    """
+    path = Path(path)
+    check_writable_parent(path)
+    if path.exists() and not (path / MANIFEST).is_file():
+        raise TridesignError(f"{path} exists and is not a tridesign artifact; choose another output path")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,163 @@
+"""Core commands: models, export, compile, profile, run, demo. Each is a thin wrapper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+
+from tridesign.cli.output import emit_json, fmt, human, stdout, table
+from tridesign.errors import TridesignError
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of a table.")]
+
+
+def models_cmd(json_out: JsonFlag = False) -> None:
+    """List the model registry: project, task, parameters and MACs per config."""
+    from tridesign.models import list_models
+    from tridesign.models.stats import model_stats
+
+    rows = [model_stats(spec) for spec in list_models()]
+    if json_out:
+        emit_json({"models": rows})
+        return
+    table(
+        "tridesign models",
+        ["model", "project", "task", "config", "params", "MACs"],
+        [[r["name"], r["project"], r["task"], c["config"], human(c["params"]), human(c["macs"])] for r in rows for c in r["configs"]],
+    )
+
+
+def export_cmd(
+    model: Annotated[str, typer.Argument(help="Registered model name (see `tridesign models`).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output .onnx file.")],
+    config: Annotated[str, typer.Option(help="Model configuration: tiny or paper.")] = "tiny",
+    batch: Annotated[int, typer.Option(help="Batch size of the verification inputs.")] = 1,
+    json_out: JsonFlag = False,
+) -> None:
+    """Export a registered model to ONNX (opset 17) and verify it against torch through ONNX Runtime."""
+    from tridesign.compiler.export import export_model
+    from tridesign.progress import step
+
+    with step(f"exporting {model}:{config}"):
+        report = export_model(model, config, out, batch=batch)
+    if json_out:
+        emit_json(report.to_dict())
+        return
+    table(f"export {model}:{config} -> {out}", ["check", "value"], [
+        ["max abs error vs torch", report.max_abs_err],
+        ["max rel error vs torch", report.max_rel_err],
+        ["tolerance (abs)", report.atol],
+        ["passed", report.passed],
+    ])
+
+
+def compile_cmd(
+    source: Annotated[str, typer.Argument(help="A registered model name or any .onnx file.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Artifact directory to create (replaced if it is an artifact).")],
+    backend: Annotated[str, typer.Option(help="Backend: ort or tvm.")] = "ort",
+    target: Annotated[str, typer.Option(help="Target name (see `tridesign targets`).")] = "host",
+    tune: Annotated[int, typer.Option(help="MetaSchedule tuning trials (tvm); 0 = untuned.")] = 0,
+    tuning_db: Annotated[Optional[Path], typer.Option(help="Persistent tuning database directory to reuse.")] = None,
+    config: Annotated[str, typer.Option(help="Model configuration for a registered model.")] = "tiny",
+    batch: Annotated[int, typer.Option(help="Batch size of the example inputs.")] = 1,
+    json_out: JsonFlag = False,
+) -> None:
+    """Compile a model into a verified artifact directory with a manifest."""
+    from tridesign.compiler.options import CompileOptions
+    from tridesign.compiler.pipeline import compile_artifact
+
+    options = CompileOptions(backend=backend, target=target, tune_trials=tune, tuning_db=tuning_db, config=config, batch=batch)
+    manifest = compile_artifact(source, options, out)
+    if json_out:
+        emit_json(manifest)
+        return
+    v = manifest["verification"]
+    table(f"compiled {source} -> {out}", ["field", "value"], [
+        ["backend", manifest["backend"]],
+        ["target", manifest["target"]["name"]],
+        ["tuned", manifest["tuned"]],
+        ["compile seconds", manifest["compile_seconds"]],
+        ["max abs error vs ORT", v["max_abs_err"]],
+        ["verified", v["passed"]],
+    ])
+    for note in manifest["notes"]:
+        stdout.print(f"[yellow]note:[/] {note}")
+
+
+def profile_cmd(
+    artifact: Annotated[Path, typer.Argument(help="Artifact directory made by `tridesign compile`.")],
+    repeat: Annotated[int, typer.Option(help="Timed runs.")] = 50,
+    warmup: Annotated[int, typer.Option(help="Untimed warm-up runs.")] = 5,
+    per_layer: Annotated[bool, typer.Option("--per-layer", help="Also report the slowest layers.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Latency (median/p90/p99), throughput, peak RSS, parameters, MACs, size and error of an artifact."""
+    from tridesign.compiler.profile import profile_artifact
+
+    report = profile_artifact(artifact, repeat=repeat, warmup=warmup, per_layer=per_layer)
+    if json_out:
+        emit_json(report)
+        return
+    lat = report["latency_ms"]
+    table(f"profile {artifact} ({report['backend']}, {report['target']}, tuned={report['tuned']})", ["metric", "value"], [
+        ["latency median ms", lat["median"]], ["latency p90 ms", lat["p90"]], ["latency p99 ms", lat["p99"]],
+        ["throughput /s", report["throughput_per_s"]], ["peak RSS MB", report["peak_rss_mb"]],
+        ["parameters", report["parameters"]], ["dense MACs", report["dense_macs"]],
+        ["artifact bytes", report["artifact_bytes"]], ["max abs error vs reference", report["max_abs_err"]],
+    ])
+    if per_layer:
+        table("slowest layers", ["layer", "op", "ms"], [[t["name"], t["op_type"], t["ms"]] for t in report["layers"]])
+
+
+def run_cmd(
+    artifact: Annotated[Path, typer.Argument(help="Artifact directory.")],
+    input: Annotated[Path, typer.Option("--input", help=".npz with one array per model input name.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output .npz, one array per output name.")],
+) -> None:
+    """Run a compiled artifact on your inputs and write its outputs."""
+    from tridesign.atomic import atomic_file
+    from tridesign.compiler.profile import run_artifact
+
+    if not input.is_file():
+        raise TridesignError(f"{input}: no such file")
+    try:
+        with np.load(input) as data:
+            inputs = {k: data[k] for k in data.files}
+    except (ValueError, OSError) as err:
+        raise TridesignError(f"{input} is not a readable .npz file ({err})") from None
+    outputs = run_artifact(artifact, inputs)
+    with atomic_file(out) as handle:
+        np.savez(handle, **outputs)
+    stdout.print(f"wrote {', '.join(f'{k} {list(v.shape)}' for k, v in outputs.items())} to {out}")
+
+
+def demo_cmd(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Report directory.")] = Path("reports/demo"),
+    json_out: JsonFlag = False,
+) -> None:
+    """The built-in default job: export -> compile (ORT, TVM) -> profile, with a JSON + HTML report."""
+    from tridesign.demo import run_demo
+
+    summary = run_demo(out)
+    if json_out:
+        emit_json(summary)
+        return
+    table("tridesign demo", ["model", "backend", "median ms", "params", "MACs", "max abs err"], [
+        [r["model"], r["backend"], r["latency_ms"], human(r["parameters"]), human(r["dense_macs"]), r["max_abs_err"]]
+        for r in summary["rows"]
+    ])
+    stdout.print(f"report: {fmt(str(Path(out) / 'index.html'))}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("models")(models_cmd)
+    app.command("export")(export_cmd)
+    app.command("compile")(compile_cmd)
+    app.command("profile")(profile_cmd)
+    app.command("run")(run_cmd)
+    app.command("demo")(demo_cmd)
+
+
