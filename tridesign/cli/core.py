@@ -17,16 +17,31 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on
 def models_cmd(json_out: JsonFlag = False) -> None:
     """List the model registry: project, task, parameters and MACs per config."""
     from tridesign.models import list_models
-    from tridesign.models.stats import model_stats
+    from tridesign.models.stats import count_macs, count_params
+    from tridesign.progress import step
 
-    rows = [model_stats(spec) for spec in list_models()]
+    with step("counting parameters and MACs on the meta device"):
+        rows = [
+            {
+                "name": spec.name,
+                "project": spec.project,
+                "task": spec.task,
+                "published_params": spec.published_params,
+                "configs": [{"config": c, "params": count_params(spec, c), "macs": count_macs(spec, c)} for c in spec.configs],
+            }
+            for spec in list_models()
+        ]
     if json_out:
         emit_json({"models": rows})
         return
     table(
         "tridesign models",
-        ["model", "project", "task", "config", "params", "MACs"],
-        [[r["name"], r["project"], r["task"], c["config"], human(c["params"]), human(c["macs"])] for r in rows for c in r["configs"]],
+        ["model", "project", "config", "params", "MACs", "published params"],
+        [
+            [r["name"], r["project"], c["config"], human(c["params"]), human(c["macs"]),
+             human(r["published_params"]) if r["published_params"] and c["config"] == "paper" else ""]
+            for r in rows for c in r["configs"]
+        ],
     )
 
 
