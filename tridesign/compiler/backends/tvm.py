@@ -1,0 +1,296 @@
+"""Apache TVM backend: ONNX → Relax → fused TIR (tuned where a MetaSchedule record exists) → module.
+
+The chain follows TVM's own Relax pipeline stages (library dispatch, legalize + fuse, dataflow
+lowering, finalize) with one insertion: between fusion and lowering, the tuning database is applied
+to the fused kernels (tridesign.compiler.tuning), so `compile` reuses what `tune` measured. The
+artifact holds `module.so` (or `module.tar` when a cross compiler is missing), `tvm_io.json` (input
+and output names in call order, so the module runs without the ONNX file), and a copy of the tuning
+database it was built with.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tridesign.compiler.backends.base import CompileResult, LayerTiming
+from tridesign.compiler.options import CompileOptions
+from tridesign.compiler.targets import TargetSpec, get_target
+from tridesign.errors import TridesignError
+
+IO_FILE = "tvm_io.json"
+
+
+def import_onnx(model: Any, batch: int) -> tuple[Any, dict[str, Any]]:
+    """ONNX → Relax with fixed input shapes and the weights bound as constants.
+
+    Fixed shapes let TVM specialise every kernel (and let MetaSchedule tune it); a symbolic batch
+    axis takes `batch`, any other symbolic axis is refused. Unsupported operators are reported with
+    the op type and the first node that uses it, which TVM's own message does not name.
+    """
+    import onnx
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    initializers = {init.name for init in model.graph.initializer}
+    graph_inputs = [i for i in model.graph.input if i.name not in initializers]
+    shapes: dict[str, list[int]] = {}
+    dtypes: dict[str, str] = {}
+    notes: list[str] = []
+    for value in graph_inputs:
+        tensor = value.type.tensor_type
+        dims = []
+        for axis, dim in enumerate(tensor.shape.dim):
+            if dim.HasField("dim_value"):
+                dims.append(dim.dim_value)
+            elif axis == 0:
+                dims.append(batch)
+                notes.append(f"input {value.name!r}: symbolic batch axis fixed to {batch}")
+            else:
+                raise TridesignError(
+                    f"input {value.name!r} has a symbolic axis {axis} ({dim.dim_param or '?'}); "
+                    "the TVM backend needs fixed shapes"
+                )
+        shapes[value.name] = dims
+        dtypes[value.name] = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+    try:
+        mod = from_onnx(model, shape_dict=shapes, dtype_dict=dtypes, keep_params_in_input=False)
+    except tvm.error.OpNotImplemented as err:
+        unsupported = [n for n in model.graph.node if f" {n.op_type}" in f" {err}".replace(",", " ")]
+        if not unsupported:
+            raise TridesignError(f"TVM cannot import this model: {err}") from None
+        node = unsupported[0]
+        raise TridesignError(
+            f"operator {node.op_type} (node {node.name or '<unnamed>'!r}) is not supported by TVM's ONNX importer"
+        ) from None
+    io = {
+        "inputs": [{"name": n, "shape": shapes[n], "dtype": dtypes[n]} for n in shapes],
+        "outputs": [o.name for o in model.graph.output],
+        "notes": notes,
+    }
+    return mod, io
+
+
+def backend_pipeline(target: Any) -> Any:
+    """TVM's per-backend stage lists (the module behind relax.get_default_pipeline)."""
+    kind = "cuda" if target.kind.name == "cuda" else "cpu_generic"
+    return importlib.import_module(f"tvm.relax.backend.{kind}.pipeline")
+
+
+def lower_fused(mod: Any, target: Any) -> Any:
+    """Relax → fused TIR PrimFuncs (the unit MetaSchedule tunes), before any scheduling."""
+    import tvm
+    from tvm import relax
+
+    passes = backend_pipeline(target).library_dispatch_passes(target) + [
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]
+    with target:
+        return tvm.transform.Sequential(passes)(mod)
+
+
+def finish(mod: Any, target: Any) -> Any:
+    """Schedule what tuning left for GPUs (DLight), then TVM's dataflow-lowering and finalize stages."""
+    import tvm
+    from tvm import relax
+
+    passes = []
+    if target.kind.name == "cuda":
+        from tvm.s_tir import dlight as dl
+
+        passes.append(
+            dl.ApplyDefaultSchedule(
+                dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()
+            )
+        )
+    stages = backend_pipeline(target)
+    passes += stages.dataflow_lower_passes(target) + stages.finalize_passes(target)
+    with target:
+        return tvm.transform.Sequential(passes)(mod)
+
+
+def export(executable: Any, spec: TargetSpec, out_dir: Path) -> tuple[str, list[str]]:
+    """Write the compiled module; cross targets link with their cross compiler or fall back to .tar."""
+    from tvm.support import cc
+
+    notes: list[str] = []
+    if spec.cross_compiler is None:
+        name = "module.so"
+        executable.export_library(str(out_dir / name))
+    elif cross_compiler_present(spec):
+        name = "module.so"
+        executable.export_library(str(out_dir / name), fcompile=cc.cross_compiler(spec.cross_compiler))
+    else:
+        name = "module.tar"
+        executable.export_library(str(out_dir / name))
+        notes.append(
+            f"{spec.cross_compiler} not found: wrote object files (module.tar); link them on the board, "
+            "or install the cross toolchain (scripts/cross_root.sh) and compile again"
+        )
+    return name, notes
+
+
+def cross_compiler_present(spec: TargetSpec) -> bool:
+    from tridesign.compiler.targets import cross_compiler_available
+
+    return cross_compiler_available(spec)
+
+
+class TvmSession:
+    """A loaded TVM artifact: the Relax VM over the module, fed and read by ONNX names."""
+
+    def __init__(self, artifact_dir: Path) -> None:
+        import tvm
+        from tvm import relax
+
+        io = json.loads((artifact_dir / IO_FILE).read_text())
+        spec = get_target(io["target"]) if io["target"] != "host" else None
+        if spec is not None and not spec.runs_here:
+            raise TridesignError(
+                f"artifact {artifact_dir} is built for {io['target']} and cannot run on this machine; "
+                "run it on the board (tridesign profile --remote)"
+            )
+        module_path = artifact_dir / io["module"]
+        if not module_path.exists():
+            raise TridesignError(f"artifact {artifact_dir} has no {io['module']}")
+        self.input_names: list[str] = [i["name"] for i in io["inputs"]]
+        self.output_names: list[str] = list(io["outputs"])
+        self._dtypes = {i["name"]: i["dtype"] for i in io["inputs"]}
+        self.device = tvm.cpu()
+        self.module = tvm.runtime.load_module(str(module_path))
+        self.vm = relax.VirtualMachine(self.module, self.device)
+
+    def arguments(self, inputs: dict[str, np.ndarray]) -> list[Any]:
+        import tvm
+
+        missing = [n for n in self.input_names if n not in inputs]
+        if missing:
+            raise TridesignError(f"missing inputs: {', '.join(missing)} (the model takes {self.input_names})")
+        return [
+            tvm.runtime.tensor(np.ascontiguousarray(inputs[n], dtype=self._dtypes[n]), self.device)
+            for n in self.input_names
+        ]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = flatten(self.vm["main"](*self.arguments(inputs)))
+        if len(outputs) != len(self.output_names):
+            raise TridesignError(f"module returned {len(outputs)} outputs, expected {len(self.output_names)}")
+        return dict(zip(self.output_names, outputs))
+
+
+def flatten(value: Any) -> list[np.ndarray]:
+    """VM results are a tensor or (nested) tuples of tensors; ONNX outputs are a flat list."""
+    if hasattr(value, "numpy"):
+        return [value.numpy()]
+    return [array for item in value for array in flatten(item)]
+
+
+def kernel_op_type(symbol: str) -> str:
+    """`fused_conv2d3_add2_relu1` → `conv2d+add+relu`: the ops a fused kernel holds, without counters."""
+    parts = symbol.removeprefix("fused_").split("_")
+    ops = [p.rstrip("0123456789") for p in parts]
+    return "+".join(op for op in ops if op) or symbol
+
+
+class TvmBackend:
+    """ONNX → Relax → TVM module for a named target (tridesign.compiler.targets)."""
+
+    name = "tvm"
+
+    def available(self) -> str | None:
+        try:
+            import tvm  # noqa: F401
+            from tvm import relax  # noqa: F401
+        except ImportError as err:
+            return f"apache-tvm is not importable ({err})"
+        return None
+
+    def compile(self, onnx_path: Path, out_dir: Path, options: CompileOptions) -> CompileResult:
+        import onnx
+        import tvm
+
+        from tridesign.compiler import tuning
+
+        spec = get_target(options.target)
+        target = spec.tvm_target()
+        model = onnx.load(str(onnx_path))
+        mod, io = import_onnx(model, batch=options.batch)
+        fused = lower_fused(mod, target)
+        notes: list[str] = list(io.pop("notes"))
+        db_dir = Path(options.tuning_db) if options.tuning_db else tuning.default_db_dir(spec)
+        report: dict[str, Any] = {"database": str(db_dir), "trials": options.tune_trials}
+        if options.tune_trials > 0:
+            report.update(tuning.tune(fused, spec, options.tune_trials, db_dir))
+        fused, applied, total = tuning.apply_database(fused, target, db_dir)
+        report.update({"kernels": total, "kernels_tuned": applied})
+        if options.tune_trials > 0 and applied == 0:
+            notes.append(f"tuning ran {options.tune_trials} trials but produced no schedule; the module is untuned")
+        elif applied == 0:
+            notes.append("untuned: no MetaSchedule record for these kernels (tridesign tune, or --tune N)")
+        elif applied < total:
+            notes.append(f"{applied} of {total} kernels use tuned schedules; the rest use TVM's defaults")
+        start = time.perf_counter()
+        executable = tvm.compile(finish(fused, target), target)
+        report["build_s"] = round(time.perf_counter() - start, 3)
+        module_name, export_notes = export(executable, spec, out_dir)
+        notes += export_notes
+        files = [module_name, IO_FILE]
+        files += tuning.copy_database(db_dir, out_dir / "tuning", relative_to=out_dir) if applied else []
+        (out_dir / IO_FILE).write_text(json.dumps({"target": spec.name, "module": module_name, **io}, indent=2))
+        return CompileResult(
+            files=files,
+            target={"name": spec.name, "tvm": spec.tvm_json(), "cross_compiler": spec.cross_compiler},
+            tuned=applied > 0,
+            tuning=report,
+            notes=notes,
+        )
+
+    def load(self, artifact_dir: Path, manifest: dict[str, Any]) -> TvmSession:
+        return TvmSession(Path(artifact_dir))
+
+    def profile_layers(
+        self, artifact_dir: Path, manifest: dict[str, Any], inputs: dict[str, np.ndarray], repeat: int
+    ) -> list[LayerTiming]:
+        """Time every kernel call of the VM through its instrument hook (before/after each call).
+
+        A kernel called at several places (a repeated residual block) is reported per call site, so
+        the table shows where in the network time goes, not just which code is slow.
+        """
+        session = TvmSession(Path(artifact_dir))
+        args = session.arguments(inputs)
+        samples: dict[str, list[float]] = {}
+        state: dict[str, Any] = {"start": 0.0, "seen": {}}
+
+        def instrument(func: Any, symbol: str, before_run: bool, ret: Any, *call_args: Any) -> int:
+            if symbol.startswith("vm.builtin."):
+                return 0
+            if before_run:
+                state["start"] = time.perf_counter()
+                return 0
+            elapsed = time.perf_counter() - state["start"]
+            count = state["seen"].get(symbol, 0)
+            state["seen"][symbol] = count + 1
+            site = symbol if count == 0 else f"{symbol}#{count}"
+            samples.setdefault(site, []).append(elapsed)
+            return 0
+
+        session.vm["main"](*args)  # warm-up outside the measurement
+        session.vm.set_instrument(instrument)
+        for _ in range(max(1, repeat)):
+            state["seen"] = {}
+            session.vm["main"](*args)
+        session.vm.set_instrument(None)
+        timings = [
+            LayerTiming(name=site, op_type=kernel_op_type(site.split("#")[0]), ms=float(np.median(t)) * 1e3)
+            for site, t in samples.items()
+        ]
+        return sorted(timings, key=lambda t: t.ms, reverse=True)
