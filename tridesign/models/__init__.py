@@ -1,7 +1,7 @@
 """Model zoo: one module per project; importing this package registers every model explicitly."""
 
 from tridesign.models import deepzero  # noqa: F401  (registers resnet20)
-from tridesign.models import trimot, zoaeds  # noqa: F401
+from tridesign.models import diffusion, dp4tl, idpatch, trimot, tvp, zoaeds  # noqa: F401
 from tridesign.models.registry import ModelSpec, get_model, is_registered, list_models, register
 
 __all__ = ["ModelSpec", "get_model", "is_registered", "list_models", "register"]
