@@ -53,6 +53,8 @@ class Layer:
     weight_pattern: str = "dense"
     weight_layout: str = "nk"  # how the stored weight is laid out: conv/Gemm-transB "nk", MatMul "kn"
     weight_mask: np.ndarray | None = field(default=None, repr=False)  # (groups*N, K) when sparse
+    inputs: list[tuple[str, int]] = field(default_factory=list)  # (producing tensor, elements)
+    output: str = ""
 
     @property
     def macs(self) -> int:
@@ -94,11 +96,17 @@ def load_workload(source: str | Path | onnx.ModelProto, name: str | None = None)
     for t in graph.initializer:
         shapes[t.name] = list(t.dims)
     records = read_weight_sparsity(model)
+    alias: dict[str, str] = {}  # a free op's output is its first input, moved or reshaped
     layers = []
     for i, node in enumerate(graph.node):
         layer = _layer(node, i, shapes)
         if layer is None:
+            for out in node.output:
+                alias[out] = alias.get(node.input[0], node.input[0]) if node.input else out
             continue
+        layer.output = node.output[0]
+        layer.inputs = [(alias.get(x, x), math.prod(shapes.get(x) or [0])) for x in node.input
+                        if x and x not in inits]
         if layer.weight_name is not None:
             _attach_sparsity(layer, records.get(layer.weight_name), inits.get(layer.weight_name))
         layers.append(layer)
