@@ -12,11 +12,11 @@ import sys
 
 import typer
 
-from tridesign.cli import core, finetune
+from tridesign.cli import core, finetune, hwsim
 from tridesign.errors import TridesignError
 
 # Each module exposes register(app); listed explicitly so the command set is visible in one place.
-COMMAND_MODULES = [core, finetune]
+COMMAND_MODULES = [core, finetune, hwsim]
 
 app = typer.Typer(
     name="tridesign",

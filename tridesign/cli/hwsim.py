@@ -1,0 +1,145 @@
+"""`simulate` and `sweep`: the accelerator simulator from the command line (thin wrappers)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tridesign.cli.output import emit_json, table
+from tridesign.errors import UsageError
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
+ArchOpt = Annotated[str, typer.Option("--arch", help="Preset name (tridesign-alveo, zynq-ultrascale, eyeriss-like, tpu-like) or a YAML file.")]
+
+
+def load_source(source: str, config: str = "tiny"):
+    """An .onnx file, an artifact directory with model.onnx, or a registered model (exported to a temp dir)."""
+    from tridesign.hwsim.workload import load_workload
+
+    path = Path(source)
+    if path.is_dir():
+        if not (path / "model.onnx").exists():
+            raise UsageError(f"{source}: directory has no model.onnx (not an artifact)")
+        return load_workload(path / "model.onnx", name=path.name)
+    if path.suffix == ".onnx":
+        if not path.exists():
+            raise UsageError(f"{source}: no such file")
+        return load_workload(path)
+    from tridesign.compiler.export import export_model
+    from tridesign.models import list_models
+    from tridesign.progress import step
+
+    if source not in {m.name for m in list_models()}:
+        raise UsageError(f"{source!r} is neither an .onnx file, an artifact directory nor a registered model")
+    with tempfile.TemporaryDirectory() as tmp, step(f"exporting {source}:{config}"):
+        onnx_path = Path(tmp) / "model.onnx"
+        export_model(source, config, onnx_path)
+        return load_workload(onnx_path, name=f"{source}:{config}")
+
+
+def simulate_cmd(
+    source: Annotated[str, typer.Argument(help="An .onnx file, an artifact directory, or a registered model name.")],
+    arch: ArchOpt = "tridesign-alveo",
+    dataflow: Annotated[Optional[str], typer.Option(help="ws, os or is (default: the arch's).")] = None,
+    mode: Annotated[str, typer.Option(help="true (exact counts) or scalesim (SCALE-Sim v2 compute cycles).")] = "true",
+    config: Annotated[str, typer.Option(help="Model config when SOURCE is a registered model.")] = "tiny",
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write per-layer rows to this CSV file.")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write an HTML report with plots.")] = None,
+    trace: Annotated[Optional[Path], typer.Option("--trace", help="Write a Ramulator-style DRAM trace.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Simulate a model on an accelerator: cycles, latency, FPS, utilization, traffic and energy."""
+    from tridesign.hwsim.report import layer_rows, summary_rows, write_csv, write_html
+    from tridesign.hwsim.simulate import simulate
+    from tridesign.hwsim.spec import load_spec
+
+    if dataflow not in (None, "ws", "os", "is"):
+        raise UsageError(f"--dataflow must be ws, os or is, not {dataflow!r}")
+    if mode not in ("true", "scalesim"):
+        raise UsageError(f"--mode must be true or scalesim, not {mode!r}")
+    system = load_spec(arch)
+    workload = load_source(source, config)
+    result = simulate(workload, system, dataflow, mode)
+    if csv_out:
+        write_csv(result, csv_out)
+    if report:
+        write_html(result, system, report)
+    if trace:
+        from tridesign.hwsim.memory import write_dram_trace
+
+        write_dram_trace([(r.name, r.traffic) for r in result.layers], trace)
+    if json_out:
+        emit_json(result.to_dict())
+        return
+    table(f"{result.workload} on {result.arch}", ["metric", "value"], summary_rows(result))
+    table("layers", ["layer", "op", "stage", "MACs", "cycles", "stall", "util", "DRAM B", "energy"],
+          [[r[0], r[1], r[2], r[3], r[7], r[6], r[9], r[12], r[14]] for r in layer_rows(result)])
+
+
+def sweep_cmd(
+    source: Annotated[str, typer.Argument(help="An .onnx file, an artifact directory, or a registered model name.")],
+    arch: ArchOpt = "tridesign-alveo",
+    param: Annotated[list[str], typer.Option("--param", help="NAME=V1,V2,... over a device field, e.g. array_rows=16,32.")] = [],  # noqa: B006
+    dataflow: Annotated[list[str], typer.Option("--dataflow", help="Dataflows to try (repeatable).")] = [],  # noqa: B006
+    weights: Annotated[list[str], typer.Option("--weights", help="Weight sparsity what-ifs: dense, unstructured:0.9, nm:2:4, block:4x4:0.8, pattern3x3:0.9.")] = [],  # noqa: B006
+    tiles: Annotated[str, typer.Option(help="Active-tile fractions, comma separated.")] = "1",
+    frames: Annotated[str, typer.Option(help="Frame-keep fractions, comma separated.")] = "1",
+    executor: Annotated[str, typer.Option(help="local (process pool), serial or ray.")] = "local",
+    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 2,
+    config: Annotated[str, typer.Option(help="Model config when SOURCE is a registered model.")] = "tiny",
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Write the sweep JSON here.")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write the Pareto HTML report here.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Sweep arch parameters x dataflow x sparsity; report the latency/energy/area Pareto front."""
+    from rich.progress import Progress
+
+    from tridesign.hwsim.sparsity import SparsitySetting
+    from tridesign.hwsim.spec import load_spec
+    from tridesign.hwsim.sweep import grid, pareto_front, run_sweep, write_sweep
+    from tridesign.progress import stderr
+
+    params = {}
+    for item in param:
+        name, sep, values = item.partition("=")
+        if not sep or not values:
+            raise UsageError(f"--param {item!r}: expected NAME=V1,V2,...")
+        params[name.strip()] = [_number(v) for v in values.split(",")]
+    for flow in dataflow:
+        if flow not in ("ws", "os", "is"):
+            raise UsageError(f"--dataflow must be ws, os or is, not {flow!r}")
+    settings = [SparsitySetting(w, _number(t), _number(f)) for w in (weights or ["dense"])
+                for t in tiles.split(",") for f in frames.split(",")]
+    system = load_spec(arch)
+    workload = load_source(source, config)
+    points = grid(params, list(dataflow), settings)
+    with Progress(transient=True, console=stderr) as bar:
+        task = bar.add_task(f"sweeping {len(points)} points", total=len(points))
+        rows = run_sweep(workload, system, points, executor, workers, lambda n: bar.advance(task, n))
+    front = pareto_front(rows)
+    payload = write_sweep(rows, front, out, report, f"{workload.name} on {system.name}")
+    if json_out:
+        emit_json(payload)
+        return
+    keys = [k for k in rows[0] if k not in ("frame_interval_ms", "dram_bytes")]
+    table(f"Pareto front ({len(front)} of {len(rows)} points)", keys, [[rows[i][k] for k in keys] for i in front])
+
+
+def _number(text: str) -> float | int | bool | str:
+    text = text.strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def register(app: typer.Typer) -> None:
+    app.command("simulate")(simulate_cmd)
+    app.command("sweep")(sweep_cmd)
