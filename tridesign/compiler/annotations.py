@@ -35,6 +35,7 @@ class WeightSparsity(BaseModel):
     density: float  # fraction of non-zeros kept, 0..1
     shape: tuple[int, ...]
     mask: str | None = None  # encode_mask(); None when the mask is simply `weight != 0`
+    original_shape: tuple[int, ...] | None = None  # set when channel pruning shrank the weight
 
     def decoded_mask(self) -> np.ndarray | None:
         return None if self.mask is None else decode_mask(self.mask, self.shape)

@@ -1,0 +1,107 @@
+"""A spec plan applied to named weights: framework-free, shared by the torch and the ONNX pass.
+
+The caller hands over the prunable weights as numpy arrays (with whether each is stored as
+(in, out), like an ONNX MatMul's right operand) and gets one `LayerRecord` per pruned weight.
+Layers assigned the same spec form one group, so a global method ranks over exactly the layers a
+user gave it. ZO-GraSP needs a loss, which only the caller can run: it passes `zo_scores`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from tridesign.compiler.sparsity import prune_fns
+from tridesign.compiler.sparsity.importance import as_matrix, from_matrix, magnitude
+from tridesign.compiler.sparsity.pattern import is_pattern_conv, pattern_mask
+from tridesign.compiler.sparsity.report import LayerRecord
+from tridesign.compiler.sparsity.spec import PruneSpec, SpecPlan
+from tridesign.errors import UsageError
+
+ZOScores = Callable[[list[str]], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Weight:
+    """A prunable weight: its values and whether it is stored (in, out)."""
+
+    values: np.ndarray
+    transposed: bool = False
+
+
+def group_layers(names: list[str], plan: SpecPlan) -> dict[PruneSpec, list[str]]:
+    groups: dict[PruneSpec, list[str]] = {}
+    for name in names:
+        spec = plan.for_layer(name)
+        if spec.method != "none":
+            groups.setdefault(spec, []).append(name)
+    return groups
+
+
+def _matrix_masks(spec: PruneSpec, weights: dict[str, Weight], names: list[str]) -> dict[str, np.ndarray]:
+    masks = {}
+    for name in names:
+        w = weights[name]
+        mat = as_matrix(w.values, w.transposed)
+        if spec.method == "block":
+            m = prune_fns.block_mask(mat, spec.sparsity, spec.block)
+        else:
+            m = prune_fns.nm_mask(mat, spec.n, spec.m)
+        masks[name] = from_matrix(m, w.values.shape, w.transposed)
+    return masks
+
+
+def compute_records(
+    weights: dict[str, Weight], plan: SpecPlan, zo_scores: ZOScores | None = None
+) -> dict[str, LayerRecord]:
+    """Masks for every weight the plan prunes (channel pruning is structural and handled elsewhere)."""
+    records: dict[str, LayerRecord] = {}
+    for spec, names in group_layers(list(weights), plan).items():
+        extra: dict[str, dict] = {n: {} for n in names}
+        scores = {n: magnitude(weights[n].values) for n in names}
+        if spec.method == "unstructured":
+            masks = (
+                prune_fns.global_masks(scores, spec.sparsity)
+                if spec.scope == "global"
+                else {n: prune_fns.layer_mask(scores[n], spec.sparsity) for n in names}
+            )
+        elif spec.method in ("block", "nm"):
+            masks = _matrix_masks(spec, weights, names)
+        elif spec.method == "pattern":
+            masks = prune_fns.global_masks(scores, spec.sparsity)
+            for n in names:
+                if is_pattern_conv(weights[n].values.shape):
+                    masks[n], stats = pattern_mask(weights[n].values, masks[n])
+                    extra[n] = {"kernels_removed": stats.removed, "kernels_patterned": stats.patterned,
+                                "kernels_dense": stats.dense}
+        elif spec.method == "zograsp":
+            if zo_scores is None:
+                raise UsageError("zograsp needs a loss to estimate gradients; it runs on registered models")
+            zo = zo_scores(names)
+            ratio_of = {n: float(1.0 - m.mean()) for n, m in prune_fns.global_masks(zo, spec.sparsity).items()}
+            masks = prune_fns.ratio_masks(scores, ratio_of)
+            for n in names:
+                extra[n] = {"zograsp_layer_sparsity": round(ratio_of[n], 6)}
+        else:
+            raise UsageError(f"{spec.method} pruning is structural; it cannot be mixed into a mask plan")
+        for n in names:
+            records[n] = LayerRecord(
+                name=n,
+                method="pattern3x3" if spec.method == "pattern" else spec.method,
+                pattern=spec.pattern_label if (spec.method != "pattern" or is_pattern_conv(weights[n].values.shape))
+                else "unstructured",
+                original_shape=tuple(weights[n].values.shape),
+                mask=masks[n],
+                values=weights[n].values * masks[n],
+                extra=extra[n],
+            )
+    return records
+
+
+def nominal(plan: SpecPlan, records: dict[str, LayerRecord]) -> float:
+    """Weighted nominal sparsity the plan asked for over the layers it pruned."""
+    total = sum(int(np.prod(r.original_shape)) for r in records.values())
+    asked = sum(plan.for_layer(n).sparsity * int(np.prod(r.original_shape)) for n, r in records.items())
+    return asked / total if total else 0.0

@@ -1,0 +1,87 @@
+"""Structured channel (filter) pruning that physically removes channels from a torch model.
+
+Removing an output channel of a conv means removing the matching input channel of every consumer,
+the matching BatchNorm entries, and -- across a residual add or a concat -- the same channel in
+every tensor joined there; grouped and depthwise convs tie input and output channels together.
+Torch-Pruning's dependency graph (Fang et al., CVPR'23) traces exactly these couplings, so we use it
+instead of a second, weaker tracer: each coupled group is scored by its L1 filter norm
+(`GroupMagnitudeImportance(p=1)`) and loses the requested fraction of its channels.
+
+Layers that produce a model output (the classifier) keep their output channels -- removing a logit
+would change what the model means -- and model inputs are never pruned.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tridesign.compiler.sparsity.report import LayerRecord
+from tridesign.compiler.sparsity.spec import SpecPlan
+
+if TYPE_CHECKING:
+    import torch
+
+
+def prunable_modules(model: "torch.nn.Module") -> dict[str, "torch.nn.Module"]:
+    """Conv and linear layers by module name: the layers every pass prunes."""
+    import torch.nn as nn
+
+    return {name: m for name, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))}
+
+
+def output_layers(model: "torch.nn.Module", example: tuple["torch.Tensor", ...]) -> list["torch.nn.Module"]:
+    """Prunable layers whose output tensor is returned by the model (found with forward hooks)."""
+    import torch
+
+    produced: dict[int, "torch.nn.Module"] = {}
+    hooks = [m.register_forward_hook(lambda mod, _i, out: produced.__setitem__(id(out), mod))
+             for m in prunable_modules(model).values()]
+    try:
+        with torch.no_grad():
+            out = model(*example)
+    finally:
+        for h in hooks:
+            h.remove()
+    outs = out if isinstance(out, (tuple, list)) else (out.values() if isinstance(out, dict) else (out,))
+    return [produced[id(t)] for t in outs if id(t) in produced]
+
+
+def prune_channels(
+    model: "torch.nn.Module", plan: SpecPlan, example: tuple["torch.Tensor", ...]
+) -> dict[str, LayerRecord]:
+    """Remove channels in place as the plan says; returns one record per layer whose shape changed."""
+    import torch_pruning as tp
+
+    modules = prunable_modules(model)
+    before = {name: tuple(m.weight.shape) for name, m in modules.items()}
+    ratios = {m: plan.for_layer(name).sparsity for name, m in modules.items() if plan.for_layer(name).method == "channel"}
+    ignored = output_layers(model, example) + [m for name, m in modules.items() if m not in ratios]
+    was_training = model.training
+    model.eval()
+    pruner = tp.pruner.MetaPruner(
+        model,
+        example,
+        importance=tp.importance.GroupMagnitudeImportance(p=1),
+        pruning_ratio=plan.default.sparsity if plan.default.method == "channel" else 0.0,
+        pruning_ratio_dict=ratios,
+        ignored_layers=ignored,
+    )
+    pruner.step()
+    model.train(was_training)
+    records = {}
+    for name, m in modules.items():
+        shape = tuple(m.weight.shape)
+        if shape != before[name]:
+            values = m.weight.detach().cpu().numpy().copy()
+            records[f"{name}.weight"] = LayerRecord(
+                name=f"{name}.weight",
+                method="channel",
+                pattern="channel",
+                original_shape=before[name],
+                mask=np.ones(shape, dtype=bool),
+                values=values,
+                extra={"channels_kept": [shape[0], before[name][0]], "inputs_kept": [shape[1], before[name][1]]},
+            )
+    return records

@@ -1,0 +1,127 @@
+"""Sparsity on ONNX graphs: pruning a user's weight initializers, and annotating exported ones.
+
+`prune_onnx` works on any ONNX file: the prunable weights are the initializers read as the weight
+operand of Conv, Gemm and MatMul (a Gemm without transB and a MatMul store the weight (in, out);
+masks are computed on the (out, reduction) view either way). Channel pruning cannot shrink an
+arbitrary graph safely, so on ONNX it zeroes whole filters and says so in the pattern.
+
+`annotate_exported` carries torch-side records onto an exported graph. The exporter folds
+BatchNorm into the preceding Conv (w' = w * gamma / sqrt(var + eps) per output channel) and renames
+the weight, so a record is matched to the initializer of the same shape whose rows are per-row
+multiples of the pruned torch weight; zeros survive the folding, so the mask still holds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from tridesign.compiler.annotations import write_weight_sparsity
+from tridesign.compiler.sparsity.apply import Weight, compute_records, nominal
+from tridesign.compiler.sparsity.importance import as_matrix, channel_l1, from_matrix
+from tridesign.compiler.sparsity.prune_fns import layer_mask
+from tridesign.compiler.sparsity.report import LayerRecord, PruneReport
+from tridesign.compiler.sparsity.spec import SpecPlan, load_plan
+from tridesign.errors import TridesignError, UsageError
+
+
+def weight_initializers(model: onnx.ModelProto) -> dict[str, bool]:
+    """Initializer name -> stored (in, out), for the weight operand of Conv, Gemm and MatMul."""
+    inits = {i.name: i for i in model.graph.initializer}
+    found: dict[str, bool] = {}
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        dims = len(inits[node.input[1]].dims)
+        if node.op_type == "Conv" and dims >= 3:
+            found[node.input[1]] = False
+        elif node.op_type == "Gemm" and dims == 2:
+            trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+            found[node.input[1]] = not trans_b
+        elif node.op_type == "MatMul" and dims == 2:
+            found[node.input[1]] = True
+    return found
+
+
+def _channel_records(weights: dict[str, Weight], plan: SpecPlan) -> dict[str, LayerRecord]:
+    records = {}
+    for name, w in weights.items():
+        spec = plan.for_layer(name)
+        if spec.method != "channel":
+            continue
+        mat = as_matrix(w.values, w.transposed)
+        rows = layer_mask(channel_l1(mat), spec.sparsity)
+        mask = from_matrix(np.repeat(rows[:, None], mat.shape[1], axis=1), w.values.shape, w.transposed)
+        records[name] = LayerRecord(name, "channel", "channel:zeroed", tuple(w.values.shape), mask, w.values * mask)
+    return records
+
+
+def prune_onnx(onnx_model: onnx.ModelProto, spec: str | Path) -> PruneReport:
+    """Prune the weight initializers of `onnx_model` in place and write the sparsity annotations.
+
+    Layer names in a YAML plan are initializer names. ZO-GraSP is refused: it needs a loss over
+    labelled task data, which an arbitrary ONNX file does not bring.
+    """
+    plan = load_plan(spec)
+    if any(s.method == "zograsp" for s in plan.specs()):
+        raise UsageError("zograsp needs a model's task data; use it on a registered model, not an ONNX file")
+    kinds = weight_initializers(onnx_model)
+    if not kinds:
+        raise TridesignError("the ONNX model has no Conv/Gemm/MatMul weight initializers to prune")
+    inits = {i.name: i for i in onnx_model.graph.initializer}
+    weights = {n: Weight(numpy_helper.to_array(inits[n]), t) for n, t in kinds.items()}
+    if any(s.method == "channel" for s in plan.specs()):
+        records = _channel_records(weights, plan)
+    else:
+        records = compute_records(weights, plan)
+    for name, rec in records.items():
+        inits[name].CopyFrom(numpy_helper.from_array(rec.values.astype(weights[name].values.dtype), name))
+    write_weight_sparsity(
+        onnx_model, {n: r.weight_sparsity(transposed=False) for n, r in records.items()}
+    )
+    return PruneReport(spec=str(spec), records=records, nominal_sparsity=nominal(plan, records))
+
+
+def _per_row_multiple(candidate: np.ndarray, values: np.ndarray) -> bool:
+    """Is every output row of `candidate` a scalar multiple of the same row of `values`?"""
+    c = candidate.reshape(candidate.shape[0], -1).astype(np.float64)
+    v = values.reshape(values.shape[0], -1).astype(np.float64)
+    vv = (v * v).sum(axis=1)
+    scale = np.divide((c * v).sum(axis=1), vv, out=np.zeros_like(vv), where=vv > 0)
+    residual = np.abs(c - scale[:, None] * v).max(initial=0.0)
+    return bool(residual <= 1e-4 * max(np.abs(c).max(initial=0.0), 1e-12) + 1e-7)
+
+
+def annotate_exported(onnx_model: onnx.ModelProto, report: PruneReport) -> None:
+    """Write the report's records onto the exported initializers they became (see module docstring).
+
+    Raises TridesignError when a record cannot be found: a silently missing mask would make the
+    kernels and the simulator describe a different model than the one deployed.
+    """
+    kinds = weight_initializers(onnx_model)
+    inits = {i.name: i for i in onnx_model.graph.initializer if i.name in kinds}
+    arrays = {n: numpy_helper.to_array(i) for n, i in inits.items()}
+    taken: set[str] = set()
+    out = {}
+    for rec in report.records.values():
+        match = None
+        if rec.name in arrays and arrays[rec.name].shape == rec.shape:
+            match = rec.name
+        else:
+            # untaken initializers first; the exporter shares one initializer between identical
+            # weights (e.g. two layers pruned to all zeros), so a taken one may match again
+            for name in sorted(arrays, key=lambda n: n in taken):
+                arr = arrays[name]
+                view = arr.T if kinds[name] and arr.ndim == 2 else arr
+                if view.shape == rec.shape and _per_row_multiple(view, rec.values):
+                    match = name
+                    break
+        if match is None:
+            raise TridesignError(f"pruned weight {rec.name} {rec.shape} has no matching initializer in the exported graph")
+        taken.add(match)
+        transposed = kinds[match] and arrays[match].ndim == 2
+        out[match] = rec.weight_sparsity(shape=tuple(arrays[match].shape), transposed=transposed)
+    write_weight_sparsity(onnx_model, out)

@@ -1,0 +1,81 @@
+"""How to prune: mask functions from scores to boolean keep-masks (numpy only).
+
+Every function hits its target exactly where the shape allows it: a layer of n weights pruned to
+sparsity s keeps ``round((1 - s) * n)`` weights (ties are broken by position, never by keeping
+extra), N:M keeps exactly N of every full group of M, and block pruning keeps whole blocks. The
+torch pass and the ONNX pass both call these, so a model pruned either way gets the same masks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tridesign.compiler.sparsity.importance import block_norms
+
+
+def keep_count(size: int, sparsity: float) -> int:
+    return int(round((1.0 - sparsity) * size))
+
+
+def topk_mask(scores: np.ndarray, keep: int) -> np.ndarray:
+    """Keep exactly the `keep` highest scores (stable on ties)."""
+    flat = scores.ravel()
+    mask = np.zeros(flat.size, dtype=bool)
+    if keep > 0:
+        order = np.argsort(-flat, kind="stable")
+        mask[order[:keep]] = True
+    return mask.reshape(scores.shape)
+
+
+def layer_mask(scores: np.ndarray, sparsity: float) -> np.ndarray:
+    """Per-layer pruning: this layer alone loses `sparsity` of its weights."""
+    return topk_mask(scores, keep_count(scores.size, sparsity))
+
+
+def global_masks(scores: dict[str, np.ndarray], sparsity: float) -> dict[str, np.ndarray]:
+    """Global pruning: one ranking over all layers, so layer densities follow the score distribution."""
+    names = list(scores)
+    flat = np.concatenate([scores[n].ravel() for n in names]) if names else np.zeros(0)
+    keep = topk_mask(flat, keep_count(flat.size, sparsity))
+    masks, start = {}, 0
+    for name in names:
+        size = scores[name].size
+        masks[name] = keep[start : start + size].reshape(scores[name].shape)
+        start += size
+    return masks
+
+
+def ratio_masks(scores: dict[str, np.ndarray], ratios: dict[str, float]) -> dict[str, np.ndarray]:
+    """Per-layer pruning at given per-layer sparsities (ZO-GraSP's layer-wise ratios)."""
+    return {name: layer_mask(scores[name], ratios[name]) for name in scores}
+
+
+def block_mask(matrix: np.ndarray, sparsity: float, block: tuple[int, int]) -> np.ndarray:
+    """Keep the blocks of largest L2 norm; a matrix that does not divide is padded, then cropped."""
+    norms = block_norms(matrix, block)
+    kept = layer_mask(norms, sparsity)
+    full = np.kron(kept, np.ones(block, dtype=bool)).astype(bool)
+    return full[: matrix.shape[0], : matrix.shape[1]]
+
+
+def nm_mask(matrix: np.ndarray, n: int, m: int) -> np.ndarray:
+    """Keep the N largest of every M consecutive entries of each row (the sparse-tensor-core layout).
+
+    A last, shorter group (columns not divisible by M) keeps min(N, its length) entries.
+    """
+    rows, k = matrix.shape
+    kp = -(-k // m) * m
+    padded = np.full((rows, kp), -np.inf)
+    padded[:, :k] = np.abs(matrix)
+    groups = padded.reshape(rows, kp // m, m)
+    order = np.argsort(-groups, axis=2, kind="stable")
+    keep = np.zeros_like(groups, dtype=bool)
+    np.put_along_axis(keep, order[:, :, :n], True, axis=2)
+    return keep.reshape(rows, kp)[:, :k]
+
+
+def is_nm(matrix: np.ndarray, n: int, m: int) -> bool:
+    """Does every full group of M consecutive entries hold at most N non-zeros?"""
+    k = matrix.shape[1] // m * m
+    groups = (matrix[:, :k] != 0).reshape(matrix.shape[0], -1, m)
+    return bool((groups.sum(axis=2) <= n).all())
