@@ -11,6 +11,7 @@ names, which is what pipeline stages match on.
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
 import onnx
@@ -109,7 +110,8 @@ def build_onnx(kind: str, height: int, width: int, path: Path, depth: int = 18) 
     torch.manual_seed(0)
     module = (ResNet(depth, 1000) if kind == "resnet" else QDTrackLike()).eval()
     tmp = path.with_name(path.name + ".tmp")
-    with torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notices
         torch.onnx.export(module, (torch.zeros(1, 3, height, width),), str(tmp), input_names=["image"],
                           opset_version=17, do_constant_folding=True, dynamo=False)
     tmp.replace(path)
