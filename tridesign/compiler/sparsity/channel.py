@@ -48,6 +48,30 @@ def output_layers(model: "torch.nn.Module", example: tuple["torch.Tensor", ...])
     return [produced[id(t)] for t in outs if id(t) in produced]
 
 
+def grouped_barriers(model: "torch.nn.Module", example: tuple["torch.Tensor", ...]) -> list["torch.nn.Module"]:
+    """Layers to leave alone around grouped (not depthwise) convs.
+
+    Torch-Pruning 1.6 indexes a grouped conv's input channels as if it were dense and fails (or
+    silently breaks the grouping), so every layer coupled to a grouped conv's input channels is
+    kept whole, together with the grouped conv itself. Depthwise convs prune correctly and are not
+    affected. A model with grouped convs therefore loses less than the requested ratio; the report
+    shows the real shapes.
+    """
+    import torch.nn as nn
+    import torch_pruning as tp
+
+    grouped = [m for m in model.modules() if isinstance(m, nn.Conv2d) and 1 < m.groups < m.in_channels]
+    if not grouped:
+        return []
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    barriers = []
+    for conv in grouped:
+        barriers.append(conv)
+        group = graph.get_pruning_group(conv, tp.prune_conv_in_channels, idxs=[0])
+        barriers += [dep.target.module for dep, _ in group if isinstance(dep.target.module, (nn.Conv2d, nn.Linear))]
+    return barriers
+
+
 def prune_channels(
     model: "torch.nn.Module", plan: SpecPlan, example: tuple["torch.Tensor", ...]
 ) -> dict[str, LayerRecord]:
@@ -58,6 +82,7 @@ def prune_channels(
     before = {name: tuple(m.weight.shape) for name, m in modules.items()}
     ratios = {m: plan.for_layer(name).sparsity for name, m in modules.items() if plan.for_layer(name).method == "channel"}
     ignored = output_layers(model, example) + [m for name, m in modules.items() if m not in ratios]
+    ignored += grouped_barriers(model, example)
     was_training = model.training
     model.eval()
     pruner = tp.pruner.MetaPruner(
