@@ -41,7 +41,7 @@ def _pruned_model() -> tuple[onnx.ModelProto, dict[str, str]]:
         "c2": _block_prune(rng, w["c2"], (1, 1), 0.9),
         "c3": w["c3"],  # annotated but dense: must stay dense
         "fc": _block_prune(rng, w["fc"], (4, 4), 0.9),
-        "mm": _block_prune(rng, w["mm"].T, (2, 2), 0.8).T.copy(),
+        "mm": _block_prune(rng, w["mm"].T, (2, 1), 0.8).T.copy(),  # 1×2 blocks on the stored [in, out]
     }
     nodes = [
         helper.make_node("Conv", ["x", "c1", "b1"], ["a1"], pads=[1, 1, 1, 1]),
@@ -59,7 +59,7 @@ def _pruned_model() -> tuple[onnx.ModelProto, dict[str, str]]:
     graph = helper.make_graph(nodes, "pruned", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 10])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    patterns = {"c1": "unstructured", "c2": "unstructured", "c3": "unstructured", "fc": "block:4x4", "mm": "block:2x2"}
+    patterns = {"c1": "unstructured", "c2": "unstructured", "c3": "unstructured", "fc": "block:4x4", "mm": "block:0.8:1x2"}
     write_weight_sparsity(model, {
         k: WeightSparsity(method="test", pattern=patterns[k], density=float((v != 0).mean()), shape=v.shape,
                           mask=encode_mask(v != 0))
@@ -79,6 +79,7 @@ def test_rewritten_module_matches_ort_on_the_masked_model() -> None:
     assert {k for k, d in by_weight.items() if d.sparse} == {"c1", "c2", "fc", "mm"}
     assert not by_weight["c3"].sparse and "crossover" in by_weight["c3"].reason
     assert by_weight["fc"].kernel.startswith("bsr_matmul") and by_weight["fc"].kernel.endswith("b4x4")
+    assert by_weight["mm"].kernel.endswith("b2x1")  # transposed to the kernel's [out, in] view
     assert by_weight["c2"].kernel.startswith("sparse_conv2d") and "g2" in by_weight["c2"].kernel
     text = rewritten.script()
     assert text.count("R.call_tir") == 4 and text.count("R.nn.conv2d") == 1

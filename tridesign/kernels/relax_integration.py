@@ -88,8 +88,9 @@ def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
 
 
 def _block_of(pattern: str) -> tuple[int, int]:
+    """The block of a `block:RxC` (or `block:S:RxC`) pattern; 1×1 (CSR-like) for anything else."""
     if pattern.startswith("block:"):
-        rows, cols = pattern.split(":", 1)[1].lower().split("x")
+        rows, cols = pattern.rsplit(":", 1)[1].lower().split("x")
         return int(rows), int(cols)
     return (1, 1)
 
@@ -188,7 +189,8 @@ class _SparseRewriter(relax.PyExprMutator):
             kf = nm_matmul_func(m, k, n, keep, group)
             yt = emit(self._kernel_call(kf, [xt], [packed.values, packed.indices]))
         else:
-            bsr = BSR.pack(w_rows, _block_of(rec.pattern))
+            block = _block_of(rec.pattern)
+            bsr = BSR.pack(w_rows, block if transposed else block[::-1])  # the record's block is on W as stored
             kf = bsr_matmul_func(m, k, n, bsr.block)
             consts = [bsr.indptr, bsr.indices, bsr.data]
             if bsr.nnz_blocks == 0:
