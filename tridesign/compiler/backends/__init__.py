@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from tridesign.compiler.backends.base import Backend
 from tridesign.compiler.backends.ort import OrtBackend
+from tridesign.compiler.backends.tvm import TvmBackend
 from tridesign.errors import TridesignError, UsageError
 
-BACKENDS: dict[str, Backend] = {"ort": OrtBackend()}
+BACKENDS: dict[str, Backend] = {"ort": OrtBackend(), "tvm": TvmBackend()}
 
 
 def get_backend(name: str) -> Backend:
