@@ -59,6 +59,30 @@ def build_text_encoder(config: str = "paper"):
     return TextEncoder()
 
 
+def static_geglu(model):
+    """Give every diffusers GEGLU a slice at a fixed width instead of `chunk(2)`; returns `model`.
+
+    The TorchScript exporter writes `chunk` on a traced tensor as Slice ops whose bounds come from
+    Shape arithmetic; TVM's ONNX importer turns those into `dynamic_strided_slice` with unknown shape
+    and cannot legalize the matmul after it. Slicing at `proj.out_features // 2` (a Python int) is
+    the same function with constant bounds, so every backend sees static shapes.
+    """
+    import types
+
+    import torch.nn.functional as F
+    from diffusers.models.activations import GEGLU
+
+    def forward(self, hidden_states, *args, **kwargs):
+        h = self.proj(hidden_states)
+        half = self.proj.out_features // 2
+        return h[..., :half] * F.gelu(h[..., half:])
+
+    for module in model.modules():
+        if isinstance(module, GEGLU):
+            module.forward = types.MethodType(forward, module)
+    return model
+
+
 def build_unet(config: str = "paper"):
     """UNet2DConditionModel: (noisy latent, timestep, text states) -> predicted noise."""
     import torch.nn as nn
@@ -67,7 +91,7 @@ def build_unet(config: str = "paper"):
     class Unet(nn.Module):
         def __init__(self):
             super().__init__()
-            self.unet = UNet2DConditionModel(**SD14_UNET[config])
+            self.unet = static_geglu(UNet2DConditionModel(**SD14_UNET[config]))
 
         def forward(self, sample, timestep, encoder_hidden_states):
             return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]

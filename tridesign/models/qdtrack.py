@@ -87,8 +87,10 @@ def roi_align_levels(feats: list[torch.Tensor], rois: torch.Tensor, cfg: QDTrack
 
 
 def _roi_align(feat: torch.Tensor, rois: torch.Tensor, spatial_scale: float, size: int, sampling: int) -> torch.Tensor:
-    b, c, h, w = feat.shape
-    r = rois.shape[0]
+    # Python ints, not traced sizes: the clamp bounds and gather arithmetic become constants in the
+    # exported graph (TVM's importer cannot take a Clip bound computed from Shape).
+    b, c, h, w = (int(d) for d in feat.shape)
+    r = int(rois.shape[0])
     # aligned=True: pixel centres at +0.5, as in mmcv's RoIAlign used by QDTrack.
     x1 = rois[:, 1] * spatial_scale - 0.5
     y1 = rois[:, 2] * spatial_scale - 0.5

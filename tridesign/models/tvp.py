@@ -51,7 +51,26 @@ def build_tvp(config: str = "paper"):
             embeddings.add_2d_positional_embeddings = types.MethodType(_add_2d_positions, embeddings)
 
         def forward(self, input_ids, pixel_values, attention_mask):
-            return self.tvp(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, return_dict=True).logits
+            """TvpModel.forward step by step, with the padding mask built as an additive 4D mask.
+
+            transformers builds the mask with `create_bidirectional_mask`, whose traced graph (And +
+            Expand over Shape arithmetic) TVM's ONNX importer rejects; `(1 - mask) * min` is the same
+            bidirectional padding mask. The prompter scales its input in place, hence the clone.
+            """
+            import torch
+
+            m = self.tvp.model
+            batch = int(input_ids.shape[0])
+            visual = m.visual_embeddings(m.vision_model(m.visual_prompter(pixel_values.clone())))
+            text = m.embeddings(input_ids=input_ids)
+            embeds = torch.cat([m.text_prompt.expand(batch, -1, -1), text, visual], dim=1)
+            keep = torch.cat(
+                [embeds.new_ones(batch, m.text_prompt.shape[1]), attention_mask.to(embeds.dtype), embeds.new_ones(batch, visual.shape[1])],
+                dim=1,
+            )
+            additive = (1.0 - keep)[:, None, None, :] * torch.finfo(embeds.dtype).min
+            hidden = m.encoder(embeds, attention_mask=additive, return_dict=True).last_hidden_state
+            return self.tvp.video_grounding_head(m.pooler(hidden))
 
     return TvpGrounding()
 
