@@ -92,3 +92,20 @@ def test_user_energy_table(tmp_path):
     base = simulate(wl, small_system())
     mine = simulate(wl, small_system(energy_table=str(user)))
     assert mine.totals["energy.dram.ifmap"] == pytest.approx(base.totals["energy.dram.ifmap"] * 1000 / 244)
+
+
+@pytest.mark.parametrize("spec,pattern", [("nm:2:4", "nm:2:4"), ("pattern:4:0.9", "pattern3x3"), ("block:0.5:4x4", "block:4x4")])
+def test_compiler_pruned_graph_drives_the_simulation(spec, pattern):
+    """The annotations the compiler's pruning pass writes are what the simulator reads."""
+    from tridesign.compiler.sparsity.onnx_prune import prune_onnx
+
+    model = tiny_cnn()
+    prune_onnx(model, spec)
+    wl = load_workload(model)
+    conv2 = next(l for l in wl.layers if l.name == "conv2")
+    assert conv2.weight_pattern.startswith(pattern) and conv2.weight_density < 0.9
+    dense = simulate(load_workload(tiny_cnn()), small_system(sparsity=SKIP))
+    sparse = simulate(wl, small_system(sparsity=SKIP))
+    plain = simulate(wl, small_system())
+    assert sparse.totals["compute_cycles"] < dense.totals["compute_cycles"] == plain.totals["compute_cycles"]
+    assert sparse.totals["useful_macs"] < dense.totals["useful_macs"]

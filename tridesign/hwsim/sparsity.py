@@ -58,7 +58,7 @@ def weight_bytes(layer: Layer, device: DeviceSpec) -> tuple[float, float]:
         bits = nnz / (bh * bw) * device.sparsity.index_bits
     elif pattern.startswith("pattern3x3"):
         bits = nnz / 4 * PATTERN_ID_BITS
-    elif pattern == "channel":
+    elif pattern.startswith("channel"):
         bits = layer.groups * layer.N
     else:
         bits = nnz * device.sparsity.index_bits + layer.groups * layer.N * CSR_POINTER_BITS

@@ -190,6 +190,8 @@ def _attach_sparsity(layer: Layer, record, init: onnx.TensorProto | None) -> Non
         layer.weight_pattern = record.pattern
         mask = record.decoded_mask()
         layer.weight_density = float(record.density)
+        if mask is not None and mask.size != layer.filter_elems:  # recorded before a shape change
+            mask = None
     if mask is None and init is not None:
         mask = numpy_helper.to_array(init) != 0
         if record is None:
