@@ -24,7 +24,7 @@ def test_simulate_cli_outputs(cli, tiny_onnx, tmp_path):
     art.mkdir()
     (art / "model.onnx").write_bytes(tiny_onnx.read_bytes())
     res = cli("simulate", str(art), "--arch", "eyeriss-like", "--dataflow", "os", "--json",
-              "--csv", str(tmp_path / "l.csv"), "--report", str(tmp_path / "r.html"), "--trace", str(tmp_path / "t.trace"))
+              "--csv", str(tmp_path / "l.csv"), "--report", str(tmp_path / "r.html"), "--trace", str(tmp_path / "t.trace"), "--check-pe")
     assert res.returncode == 0, res.stderr
     payload = json.loads(res.stdout)
     assert payload["dataflow"] == "os" and payload["arch"] == "eyeriss-like"
@@ -33,6 +33,8 @@ def test_simulate_cli_outputs(cli, tiny_onnx, tmp_path):
     html = (tmp_path / "r.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and "Roofline" in html
     assert (tmp_path / "t.trace").read_text().startswith("0x")
+    checked = {c["layer"] for c in payload["pe_check"] if c["agree"] and c["values_ok"]}
+    assert {"conv1", "fc"} <= checked
 
 
 def test_simulate_cli_user_errors(cli, tiny_onnx):

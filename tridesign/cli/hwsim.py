@@ -49,6 +49,7 @@ def simulate_cmd(
     csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write per-layer rows to this CSV file.")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write an HTML report with plots.")] = None,
     trace: Annotated[Optional[Path], typer.Option("--trace", help="Write a Ramulator-style DRAM trace.")] = None,
+    check_pe: Annotated[bool, typer.Option("--check-pe", help="Also run small GEMM layers step by step on the PE array and compare.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Simulate a model on an accelerator: cycles, latency, FPS, utilization, traffic and energy."""
@@ -71,12 +72,27 @@ def simulate_cmd(
         from tridesign.hwsim.memory import write_dram_trace
 
         write_dram_trace([(r.name, r.traffic) for r in result.layers], trace)
+    checks = _check_pe(workload, system, result.dataflow) if check_pe else None
     if json_out:
-        emit_json(result.to_dict())
+        emit_json(result.to_dict() | ({"pe_check": checks} if checks is not None else {}))
         return
+    if checks is not None:
+        table("step-by-step PE array vs closed form", ["layer", "stepped", "closed form", "values ok", "agree"],
+              [list(c.values()) for c in checks])
     table(f"{result.workload} on {result.arch}", ["metric", "value"], summary_rows(result))
     table("layers", ["layer", "op", "stage", "MACs", "cycles", "stall", "util", "DRAM B", "energy"],
           [[r[0], r[1], r[2], r[3], r[7], r[6], r[9], r[12], r[14]] for r in layer_rows(result)])
+
+
+def _check_pe(workload, system, dataflow: str) -> list[dict]:
+    from tridesign.errors import TridesignError
+    from tridesign.hwsim.pe_array import check_layers
+
+    checks = check_layers(workload, next(iter(system.devices.values())), dataflow)
+    bad = [c["layer"] for c in checks if not (c["agree"] and c["values_ok"])]
+    if bad:
+        raise TridesignError(f"step-by-step PE array disagrees with the closed form on {', '.join(bad)}")
+    return checks
 
 
 def sweep_cmd(
