@@ -74,3 +74,29 @@ def test_finetuned_model_writes_theta_back_without_touching_the_original(mlp):
     np.testing.assert_array_equal(values["fc2.bias"], np.full(4, 1.5, np.float32))
     original = {i.name: onnx.numpy_helper.to_array(i) for i in mlp.graph.initializer}
     np.testing.assert_array_equal(original["fc2.bias"], np.zeros(4, np.float32))
+
+
+def test_batches_of_different_sizes_follow_each_other(mlp, data):
+    x, _ = data
+    engine = OrtEngine(mlp, "fc2.*")
+    np.testing.assert_allclose(engine.predict({"input": x[:100]}, chunk=64), _reference_logits(mlp, x[:100]), rtol=1e-5, atol=1e-6)
+
+
+def test_a_trainable_conv_bias_moves_the_convolution_into_the_prefix():
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((3, 2, 3, 3)).astype(np.float32), "conv.weight"),
+             numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "conv.bias")]
+    nodes = [helper.make_node("Conv", ["input", "conv.weight", "conv.bias"], ["c"], pads=[1, 1, 1, 1], name="/conv/Conv"),
+             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["logits"])]
+    graph = helper.make_graph(nodes, "c", [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["b", 2, 5, 5])],
+                              [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["b", 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    engine = OrtEngine(model, "conv.bias")
+    assert "Conv" in [n.op_type for n in engine.split.prefix.graph.node]
+    assert "Conv" not in [n.op_type for n in engine.split.suffix.graph.node]
+    x = rng.standard_normal((4, 2, 5, 5)).astype(np.float32)
+    np.testing.assert_allclose(engine.predict({"input": x}), _reference_logits(model, x), rtol=1e-5, atol=1e-6)

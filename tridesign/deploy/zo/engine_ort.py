@@ -18,7 +18,7 @@ import onnx
 import onnxruntime as ort
 
 from tridesign.deploy.zo import params as P
-from tridesign.deploy.zo.feature_reuse import Split, split_at_trainable
+from tridesign.deploy.zo.feature_reuse import Split, detach_conv_biases, split_at_trainable
 from tridesign.errors import UsageError
 
 LossFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -66,7 +66,7 @@ class OrtEngine:
         trainable = P.as_inputs(model, self.params)
         names = [p.initializer for p in self.params]
         if reuse_features:
-            self.split = split_at_trainable(trainable, names, [self.output])
+            self.split = split_at_trainable(detach_conv_biases(trainable, names), names, [self.output])
         else:
             data = [i.name for i in P.data_inputs(model)]
             self.split = Split(None, trainable, [], data, [self.output])
@@ -101,6 +101,7 @@ class OrtEngine:
         self._features = {k: np.ascontiguousarray(v) for k, v in features.items()}
         for name, value in self._features.items():
             self._binding.bind_cpu_input(name, value)
+        self._binding.bind_output(self.output, "cpu")  # rebound: ORT keeps the last output's shape
         self._labels = np.asarray(labels)
 
     def outputs(self) -> np.ndarray:

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
 import onnx.shape_inference
 import onnx.utils
+from onnx import helper, numpy_helper
 
 from tridesign.deploy.zo.params import data_inputs
 from tridesign.errors import UsageError
@@ -34,6 +36,38 @@ class Split:
     cut: list[str]  # activations the prefix produces and the suffix reads
     passthrough: list[str]  # data inputs the suffix reads directly
     outputs: list[str]
+
+
+def detach_conv_biases(model: onnx.ModelProto, trainable: list[str]) -> onnx.ModelProto:
+    """Conv(x, W, b) with only b trainable becomes Add(Conv(x, W), b[:, None, None]).
+
+    The convolution then no longer depends on θ and moves into the cached prefix: tuning folded
+    BatchNorm shifts (conv biases) re-runs one convolution fewer per block.
+    """
+    names = set(trainable)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    nodes: list[onnx.NodeProto] = []
+    axes = "zo_bias_axes"
+    for node in out.graph.node:
+        if node.op_type == "Conv" and len(node.input) == 3 and node.input[2] in names and node.input[1] not in names:
+            raw, bias = f"{node.output[0]}__nobias", f"{node.input[2]}__chw"
+            conv = onnx.NodeProto()
+            conv.CopyFrom(node)
+            del conv.input[2]
+            conv.output[0] = raw
+            nodes += [
+                conv,
+                helper.make_node("Unsqueeze", [node.input[2], axes], [bias], name=f"{node.name}/zo_bias_unsqueeze"),
+                helper.make_node("Add", [raw, bias], [node.output[0]], name=f"{node.name}/zo_bias_add"),
+            ]
+        else:
+            nodes.append(node)
+    if len(nodes) != len(out.graph.node):
+        out.graph.initializer.append(numpy_helper.from_array(np.array([1, 2], dtype=np.int64), axes))
+        del out.graph.node[:]
+        out.graph.node.extend(nodes)
+    return out
 
 
 def dependent_nodes(model: onnx.ModelProto, sources: set[str]) -> list[onnx.NodeProto]:
