@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tridesign.hwsim.spec import spec_from_dict
+from tridesign.hwsim.spec import SystemSpec, spec_from_dict
 
 
 def weight(name: str, shape: tuple[int, ...], density: float = 1.0, seed: int = 0) -> onnx.TensorProto:
@@ -49,7 +49,7 @@ def tiny_cnn(density: float = 1.0) -> onnx.ModelProto:
     return graph_model(nodes, [x], [y], inits)
 
 
-def small_system(**device) -> "SystemSpec":
+def small_system(**device) -> SystemSpec:
     base = dict(array_rows=8, array_cols=8, clock_mhz=100, ifmap_sram_kib=64, filter_sram_kib=64,
                 ofmap_sram_kib=32, dram_gbps=4, vector_lanes=8)
     base.update(device)

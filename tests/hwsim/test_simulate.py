@@ -3,7 +3,7 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.hwsim.conftest import small_system, tiny_cnn
@@ -60,6 +60,7 @@ SKIPPING = {"weight_skipping": True, "tile_skipping": True, "frame_skipping": Tr
     rows=st.integers(2, 32), cols=st.integers(2, 32), sram=st.sampled_from([1, 4, 64]),
     flow=st.sampled_from(["ws", "os", "is"]), density=st.floats(0.05, 1.0), tiles=st.floats(0.1, 1.0),
 )
+@example(rows=8, cols=16, sram=1, flow="ws", density=0.875, tiles=1.0)  # compressed weights > dense ones
 def test_properties(rows, cols, sram, flow, density, tiles):
     system = small_system(array_rows=rows, array_cols=cols, ifmap_sram_kib=sram, filter_sram_kib=sram,
                           ofmap_sram_kib=sram, sparsity=SKIPPING)

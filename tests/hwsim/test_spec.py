@@ -1,5 +1,6 @@
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from tridesign.errors import UsageError
 from tridesign.hwsim.spec import DeviceSpec, list_presets, load_spec, spec_from_dict
@@ -48,7 +49,7 @@ def test_stage_must_name_a_device(tmp_path):
 
 def test_spec_is_frozen_and_overrides_copy():
     spec = load_spec("eyeriss-like")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         spec.devices["eyeriss"].array_rows = 4
     bigger = spec.with_device_overrides({"array_rows": 32, "sparsity.weight_skipping": True})
     assert bigger.devices["eyeriss"].array_rows == 32 and bigger.devices["eyeriss"].sparsity.weight_skipping

@@ -137,9 +137,8 @@ def write_dram_trace(layers: list[tuple[str, Traffic]], path: Path, max_lines: i
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w") as out:
         for index, (_, traffic) in enumerate(layers):
-            for slot, (operand, kind, nbytes) in enumerate(
-                [(op, "R", b) for op, b in traffic.dram_read.items()] + [(op, "W", b) for op, b in traffic.dram_write.items()]
-            ):
+            requests = [("R", b) for b in traffic.dram_read.values()] + [("W", b) for b in traffic.dram_write.values()]
+            for slot, (kind, nbytes) in enumerate(requests):
                 base = (index * 8 + slot) * region
                 lines = math.ceil(nbytes / LINE_BYTES)
                 for line in range(min(lines, max_lines - written)):

@@ -115,22 +115,21 @@ def simulate(workload: Workload, system: SystemSpec, dataflow: str | None = None
 
 def _simulate_layer(layer: Layer, stage: str, device, dataflow: str, mode: str, workload: Workload) -> LayerResult:
     tiles = tile_fraction(workload, device) if layer.spatial else 1.0
-    density = 1.0
     if layer.kind == "gemm":
         M = math.ceil(layer.M * tiles) if mode == "true" else layer.scalesim_M or layer.M
-        nnz = channel_nnz(layer, device)
-        g = df.gemm_cycles(M, layer.K, layer.N, layer.groups, device.array_rows, device.array_cols,
-                           dataflow, nnz, mode)
-        compute, issued, folds = g.cycles, g.issued_macs, g.folds
         useful = M * layer.groups * layer.N * layer.K * layer.weight_density
+        nnz = channel_nnz(layer, device)
+        # A compiler runs a layer sparse only when that is faster: at low sparsity the compressed
+        # weights (values + indices) can outweigh the dense ones and cost more DRAM time.
+        options = [_gemm_option(layer, device, dataflow, mode, M, tiles, None)]
         if nnz is not None:
-            density = float(nnz.sum()) / (layer.groups * layer.N * layer.K)
+            options.append(_gemm_option(layer, device, dataflow, mode, M, tiles, nnz))
+        compute, issued, traffic = min(options, key=lambda o: (o[2].total_cycles, o[2].dram_bytes))
         vector_ops = 0
     else:
         vector_ops = math.ceil(layer.vector_ops * tiles)
-        compute, issued, folds, useful = math.ceil(vector_ops / device.vector_lanes), 0, 1, 0
-    wvalues, wmeta = weight_bytes(layer, device) if layer.kind == "gemm" else (0.0, 0.0)
-    traffic = layer_traffic(layer, device, dataflow, compute, folds, tiles, wvalues + wmeta, density)
+        compute, issued, useful = math.ceil(vector_ops / device.vector_lanes), 0, 0
+        traffic = layer_traffic(layer, device, dataflow, compute, 1, tiles, 0.0, 1.0)
     energy = layer_energy(load_table(device.energy_table), issued, vector_ops, traffic)
     cycles = traffic.total_cycles
     pe_cycles = device.pes * max(cycles, 1)
@@ -143,6 +142,14 @@ def _simulate_layer(layer: Layer, stage: str, device, dataflow: str, mode: str, 
         dram_by_operand={k: traffic.dram_read[k] + traffic.dram_write[k] for k in traffic.dram_read},
         energy_pj=energy, traffic=traffic,
     )
+
+
+def _gemm_option(layer: Layer, device, dataflow: str, mode: str, M: int, tiles: float, nnz) -> tuple[int, int, Traffic]:
+    """(compute cycles, issued MACs, traffic) of a GEMM layer run dense (`nnz` None) or zero-skipping."""
+    g = df.gemm_cycles(M, layer.K, layer.N, layer.groups, device.array_rows, device.array_cols, dataflow, nnz, mode)
+    density = 1.0 if nnz is None else float(nnz.sum()) / (layer.groups * layer.N * layer.K)
+    values, meta = weight_bytes(layer, device, compressed=nnz is not None)
+    return g.cycles, g.issued_macs, layer_traffic(layer, device, dataflow, g.cycles, g.folds, tiles, values + meta, density)
 
 
 def _stages(workload: Workload, system: SystemSpec, stage_of: list[str], results: list[LayerResult]) -> list[StageResult]:

@@ -42,10 +42,11 @@ def channel_nnz(layer: Layer, device: DeviceSpec) -> np.ndarray | None:
     return np.full(layer.groups * layer.N, math.ceil(layer.K * layer.weight_density), dtype=np.int64)
 
 
-def weight_bytes(layer: Layer, device: DeviceSpec) -> tuple[float, float]:
-    """(value bytes, metadata bytes) of the layer's weight as the device stores it."""
+def weight_bytes(layer: Layer, device: DeviceSpec, compressed: bool = True) -> tuple[float, float]:
+    """(value bytes, metadata bytes) of the layer's weight: compressed when the device skips zeros
+    (and `compressed`), else dense."""
     dense = layer.filter_elems * device.word_bytes
-    if channel_nnz(layer, device) is None:
+    if not compressed or channel_nnz(layer, device) is None:
         return dense, 0.0
     nnz = layer.filter_elems * layer.weight_density
     values = nnz * device.word_bytes

@@ -145,9 +145,9 @@ def write_sweep(rows: list[dict[str, Any]], front: list[int], json_path: Path | 
         tmp.write_text(json.dumps(payload, indent=2))
         tmp.replace(json_path)
     if html_path is not None:
-        from tridesign.hwsim.report import TEMPLATES, _png
-
         import matplotlib
+
+        from tridesign.hwsim.report import TEMPLATES, _png
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
