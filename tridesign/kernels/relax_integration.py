@@ -34,7 +34,7 @@ from tridesign.kernels.formats import BSR, NM
 from tridesign.kernels.reference import ConvGeometry
 from tridesign.kernels.runtime import KernelFunc
 from tridesign.kernels.tir_bsr import bsr_matmul_func
-from tridesign.kernels.tir_conv import conv_weight_csr, csr_consts, sparse_conv2d_func
+from tridesign.kernels.tir_conv import sparse_conv2d_consts, sparse_conv2d_func
 from tridesign.kernels.tir_nm import nm_matmul_func
 
 
@@ -173,7 +173,7 @@ class _SparseRewriter(relax.PyExprMutator):
         geom = ConvGeometry(tuple(int(s) for s in attrs.strides), (pad[0], pad[1]),
                             tuple(int(d) for d in attrs.dilation), int(attrs.groups))
         kf = sparse_conv2d_func(x_shape, weight.shape, geom)
-        return self._kernel_call(kf, [x], csr_consts(conv_weight_csr(weight))), kf.name
+        return self._kernel_call(kf, [x], sparse_conv2d_consts(weight, x_shape, geom)), kf.name
 
     def _matmul(self, x: relax.Expr, x_shape: tuple[int, ...], weight: np.ndarray, transposed: bool, rec: WeightSparsity):
         w_rows = weight if transposed else weight.T  # [M out, K in]

@@ -22,6 +22,9 @@ from tridesign.kernels.formats import CSR
 from tridesign.kernels.reference import ConvGeometry
 from tridesign.kernels.runtime import BoundKernel, KernelFunc
 
+VL = 32  # accumulator chunk (floats): two AVX-512 / four AVX2 registers
+WIDE_MAX_OW = 8  # measured: wide rows win at 7×7, lose at 14×14 and above (benchmarks/sparse_kernels.py)
+
 
 def conv_weight_csr(weight: np.ndarray) -> CSR:
     """Pack a conv weight [CO, CI/g, KH, KW] as CSR rows over flattened (ci, kh, kw)."""
@@ -39,29 +42,36 @@ def sparse_conv2d_func(
     # The padded input is split into stride phases (xp[a, b, i, j] = padded[i*sh + a, j*sw + b]) so
     # that strided convs read contiguous rows too; for stride 1 this is just the padded input.
     hq, wq = -(-(h + 2 * ph) // sh), -(-(w + 2 * pw) // sw)
-    cog = co // g
-    kk = kh * kw
+    plane = sh * sw * hq * wq  # one input channel in the padded, phase-split buffer
+    # Narrow maps (7×7) fill few vector lanes row by row, so there the output rows are computed
+    # "wide" (wq columns, the padded input's row length): one output plane becomes a contiguous run
+    # of oh*wq positions, worked in register-sized chunks; the extra columns are dropped.
+    # Wider maps go row by row, which streams the input rows better.
+    wide = ow <= WIDE_MAX_OW
+    span = oh * wq
+    chunks = -(-span // VL)
+    total = nb * c * plane
     name = f"sparse_conv2d_{nb}x{c}x{h}x{w}_{co}x{cig}x{kh}x{kw}_s{sh}{sw}p{ph}{pw}d{dh}{dw}g{g}"
 
     @T.prim_func
     def kernel(
         x: T.Buffer((nb, c, h, w), "float32"),
         indptr: T.Buffer((co + 1,), "int32"),
-        i_handle: T.handle,
+        o_handle: T.handle,
         d_handle: T.handle,
         y: T.Buffer((nb, co, oh, ow), "float32"),
     ):
         T.func_attr({"global_symbol": name, "tir.noalias": True, "tir.is_scheduled": True})
         nnz = T.int32()
-        indices = T.match_buffer(i_handle, (nnz,), "int32")
+        offsets = T.match_buffer(o_handle, (nnz,), "int32")
         data = T.match_buffer(d_handle, (nnz,), "float32")
-        xp = T.alloc_buffer((nb, c, sh, sw, hq, wq), "float32")
+        xp = T.alloc_buffer((total + chunks * VL + plane,), "float32")
         for nc in T.parallel(nb * c):
             for a in range(sh):
                 for b in range(sw):
                     for i in range(hq):
                         for j in T.vectorized(wq):
-                            xp[nc // c, nc % c, a, b, i, j] = T.if_then_else(
+                            xp[((nc * sh + a) * sw + b) * hq * wq + i * wq + j] = T.if_then_else(
                                 i * sh + a >= ph and i * sh + a < h + ph and j * sw + b >= pw and j * sw + b < w + pw,
                                 x[
                                     nc // c,
@@ -71,27 +81,79 @@ def sparse_conv2d_func(
                                 ],
                                 T.float32(0),
                             )
-        for no in T.parallel(nb * co):
-            acc = T.alloc_buffer((oh, ow), "float32")
-            for i in range(oh):
-                for j in T.vectorized(ow):
-                    acc[i, j] = T.float32(0)
-            for q in range(indptr[no % co + 1] - indptr[no % co]):
-                p = indptr[no % co] + q
-                col = indices[p]
-                ci = (no % co) // cog * cig + col // kk
-                rr = col % kk // kw * dh
-                ss = col % kw * dw
+        for t in range(chunks * VL + plane):
+            xp[total + t] = T.float32(0)
+        if wide:
+            for no in T.parallel(nb * co):
+                acc = T.alloc_buffer((VL,), "float32")
+                for ch in range(chunks):
+                    for t in T.vectorized(VL):
+                        acc[t] = T.float32(0)
+                    # Four non-zeros per pass over the accumulator chunk (kept in registers).
+                    for q in range((indptr[no % co + 1] - indptr[no % co]) // 4):
+                        for t in T.vectorized(VL):
+                            acc[t] = (
+                                acc[t]
+                                + data[indptr[no % co] + q * 4] * xp[no // co * c * plane + offsets[indptr[no % co] + q * 4] + ch * VL + t]
+                                + data[indptr[no % co] + q * 4 + 1] * xp[no // co * c * plane + offsets[indptr[no % co] + q * 4 + 1] + ch * VL + t]
+                                + data[indptr[no % co] + q * 4 + 2] * xp[no // co * c * plane + offsets[indptr[no % co] + q * 4 + 2] + ch * VL + t]
+                                + data[indptr[no % co] + q * 4 + 3] * xp[no // co * c * plane + offsets[indptr[no % co] + q * 4 + 3] + ch * VL + t]
+                            )
+                    for q in range((indptr[no % co + 1] - indptr[no % co]) % 4):
+                        for t in T.vectorized(VL):
+                            acc[t] = acc[t] + data[indptr[no % co + 1] - 1 - q] * xp[
+                                no // co * c * plane + offsets[indptr[no % co + 1] - 1 - q] + ch * VL + t
+                            ]
+                    for t in range(VL):
+                        if ch * VL + t < span and (ch * VL + t) % wq < ow:
+                            y[no // co, no % co, (ch * VL + t) // wq, (ch * VL + t) % wq] = acc[t]
+        else:
+            for no in T.parallel(nb * co):
+                acc = T.alloc_buffer((oh, ow), "float32")
                 for i in range(oh):
                     for j in T.vectorized(ow):
-                        acc[i, j] = acc[i, j] + data[p] * xp[
-                            no // co, ci, rr % sh, ss % sw, i + rr // sh, j + ss // sw
-                        ]
-            for i in range(oh):
-                for j in T.vectorized(ow):
-                    y[no // co, no % co, i, j] = acc[i, j]
+                        acc[i, j] = T.float32(0)
+                # Four non-zeros per pass: one load/store of the accumulator row per four FMAs.
+                for q in range((indptr[no % co + 1] - indptr[no % co]) // 4):
+                    for i in range(oh):
+                        for j in T.vectorized(ow):
+                            acc[i, j] = (
+                                acc[i, j]
+                                + data[indptr[no % co] + q * 4] * xp[no // co * c * plane + offsets[indptr[no % co] + q * 4] + i * wq + j]
+                                + data[indptr[no % co] + q * 4 + 1] * xp[no // co * c * plane + offsets[indptr[no % co] + q * 4 + 1] + i * wq + j]
+                                + data[indptr[no % co] + q * 4 + 2] * xp[no // co * c * plane + offsets[indptr[no % co] + q * 4 + 2] + i * wq + j]
+                                + data[indptr[no % co] + q * 4 + 3] * xp[no // co * c * plane + offsets[indptr[no % co] + q * 4 + 3] + i * wq + j]
+                            )
+                for q in range((indptr[no % co + 1] - indptr[no % co]) % 4):
+                    for i in range(oh):
+                        for j in T.vectorized(ow):
+                            acc[i, j] = acc[i, j] + data[indptr[no % co + 1] - 1 - q] * xp[
+                                no // co * c * plane + offsets[indptr[no % co + 1] - 1 - q] + i * wq + j
+                            ]
+                for i in range(oh):
+                    for j in T.vectorized(ow):
+                        y[no // co, no % co, i, j] = acc[i, j]
 
     return KernelFunc(kernel, ("sparse_conv2d", x_shape, w_shape, geom), (nb, co, oh, ow))
+
+
+def conv_offsets(weight: CSR, x_shape: tuple[int, int, int, int], w_shape: tuple[int, int, int, int], geom: ConvGeometry) -> np.ndarray:
+    """Per non-zero, where its input row starts in the kernel's padded, phase-split input buffer.
+
+    Precomputing (group, channel, kh, kw, stride phase) → one int32 offset at pack time leaves the
+    inner loop a single add per non-zero.
+    """
+    _, c, h, w = x_shape
+    co, cig, kh, kw = w_shape
+    (sh, sw), (ph, pw), (dh, dw), g = geom.stride, geom.padding, geom.dilation, geom.groups
+    hq, wq = -(-(h + 2 * ph) // sh), -(-(w + 2 * pw) // sw)
+    rows = np.repeat(np.arange(co), np.diff(weight.indptr))
+    col = weight.indices.astype(np.int64)
+    ci = rows // (co // g) * cig + col // (kh * kw)
+    rr = col % (kh * kw) // kw * dh
+    ss = col % kw * dw
+    off = ((ci * sh + rr % sh) * sw + ss % sw) * hq * wq + rr // sh * wq + ss // sw
+    return off.astype(np.int32)
 
 
 def csr_consts(weight: CSR) -> list[np.ndarray]:
@@ -101,9 +163,19 @@ def csr_consts(weight: CSR) -> list[np.ndarray]:
     return [weight.indptr, weight.indices, weight.data]
 
 
+def sparse_conv2d_consts(
+    weight: np.ndarray, x_shape: tuple[int, int, int, int], geom: ConvGeometry
+) -> list[np.ndarray]:
+    """The packed weight arguments of `sparse_conv2d_func`: indptr, input offsets, values."""
+    csr = conv_weight_csr(weight)
+    indptr, _, data = csr_consts(csr)
+    offsets = conv_offsets(csr, x_shape, weight.shape, geom) if csr.nnz else np.zeros(1, np.int32)
+    return [indptr, offsets, data]
+
+
 def bind_sparse_conv2d(
     weight: np.ndarray, x_shape: tuple[int, int, int, int], geom: ConvGeometry, target=None
 ) -> BoundKernel:
     """A ready-to-call sparse conv for a (masked) dense weight [CO, CI/g, KH, KW]."""
     kf = sparse_conv2d_func(tuple(x_shape), tuple(weight.shape), geom)
-    return BoundKernel(kf, csr_consts(conv_weight_csr(weight)), target)
+    return BoundKernel(kf, sparse_conv2d_consts(weight, tuple(x_shape), geom), target)
