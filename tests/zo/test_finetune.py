@@ -74,3 +74,22 @@ print("ok")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[2])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_sparse_cge_keeps_pruned_weights_at_zero_and_still_learns(mlp, data):
+    from onnx import numpy_helper
+
+    x, y = data
+    weight = next(i for i in mlp.graph.initializer if i.name == "fc2.weight")
+    w = numpy_helper.to_array(weight).copy()
+    w[:, ::2] = 0.0  # half the weights pruned
+    weight.CopyFrom(numpy_helper.from_array(w, "fc2.weight"))
+    engine = OrtEngine(mlp, "fc2.*")
+    pruned = engine.theta == 0
+    before = evaluate(engine, {"input": x}, y)["loss"]
+    config = FinetuneConfig(**{**CONFIG.__dict__, "estimator": "cge", "queries": 30, "sparse": True, "optimizer": "adam", "lr": 0.05})
+    finetune(engine, {"input": x}, y, config)
+    assert np.all(engine.theta[pruned[:128].nonzero()[0]] == 0)
+    assert evaluate(engine, {"input": x}, y)["loss"] < 0.8 * before
+    with pytest.raises(UsageError, match="--sparse needs"):
+        finetune(engine, {"input": x}, y, FinetuneConfig(**{**CONFIG.__dict__, "sparse": True}))

@@ -25,6 +25,7 @@ def finetune_cmd(
     batch: Annotated[int, typer.Option(help="Mini-batch rows per step.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of batches and perturbations.")] = 0,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (resume after interrupt).")] = 25,
+    sparse: Annotated[bool, typer.Option(help="CGE on nonzero weights only (a pruned model's mask) plus biases.")] = False,
     out: Annotated[Optional[Path], typer.Option("-o", "--out", help="New artifact directory (default: SOURCE-zo).")] = None,
     json_out: JsonFlag = False,
 ) -> None:
@@ -37,7 +38,7 @@ def finetune_cmd(
 
     config = FinetuneConfig(
         selector=params, estimator=estimator, queries=queries, steps=steps, lr=lr, mu=mu, optimizer=optimizer,
-        batch=batch, seed=seed, checkpoint_every=checkpoint_every,
+        batch=batch, seed=seed, checkpoint_every=checkpoint_every, sparse=sparse,
     )
     columns = (TextColumn("ZO finetune"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn())
     with Progress(*columns, console=stderr, transient=True) as progress:

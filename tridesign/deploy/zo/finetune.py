@@ -47,6 +47,7 @@ class FinetuneConfig:
     batched: bool = True  # evaluate the perturbed copies through the Scan-batched engine path
     chunk: int = 32  # perturbed copies per batched run
     checkpoint_every: int = 25
+    sparse: bool = False  # CGE only on nonzero weights (a pruned model's mask) and on biases: DeepZero's sparse CGE
 
     def __post_init__(self) -> None:
         if self.estimator not in ("rge", "cge"):
@@ -86,15 +87,30 @@ def load_data(path: Path, input_names: list[str]) -> tuple[dict[str, np.ndarray]
     return inputs, np.asarray(data["y"]).astype(np.int64)
 
 
-def estimate(engine: OrtEngine, config: FinetuneConfig, step: int) -> ZOGradient:
-    """One gradient estimate at step `step` on the bound batch."""
+def active_coordinates(engine: OrtEngine) -> np.ndarray:
+    """Coordinates sparse CGE may query: nonzero entries of weight tensors, all of 1-D tensors.
+
+    A pruned model (e.g. by ZO-GraSP's per-layer ratios) carries its mask as zeros; querying only
+    the survivors gives a sparse gradient, so pruned weights stay exactly zero ("sparse gradient,
+    dense model" in DeepZero's words). Biases and folded BatchNorm shifts are always trainable.
+    """
+    keep = engine.theta != 0
+    for p in engine.params:
+        if len(p.shape) <= 1:
+            keep[p.offset : p.offset + p.size] = True
+    return np.flatnonzero(keep)
+
+
+def estimate(engine: OrtEngine, config: FinetuneConfig, step: int, pool: np.ndarray | None = None) -> ZOGradient:
+    """One gradient estimate at step `step` on the bound batch (CGE draws coordinates from `pool`)."""
     batched = engine.loss_batched if config.batched else None
     seed = int(np.random.SeedSequence((config.seed, step, 1)).generate_state(1)[0])
     if config.estimator == "rge":
         cfg = RGEConfig(q=config.queries, mu=config.mu, direction=config.direction, difference=config.difference)
         return rge(engine.loss, engine.theta, cfg, seed, batched=batched, chunk=config.chunk)
     rng = np.random.default_rng((config.seed, step, 2))
-    coords = np.sort(rng.choice(engine.dim, size=min(config.queries, engine.dim), replace=False))
+    pool = np.arange(engine.dim) if pool is None else pool
+    coords = np.sort(rng.choice(pool, size=min(config.queries, pool.size), replace=False))
     return cge(engine.loss, engine.theta, coords, CGEConfig(config.mu, config.difference), batched=batched, chunk=config.chunk)
 
 
@@ -116,12 +132,15 @@ def finetune(
     n = len(labels)
     losses: list[float] = []
     start, queries = 0, 0
+    pool = active_coordinates(engine) if config.sparse else None  # from the input model, before any resume
+    if config.sparse and config.estimator != "cge":
+        raise UsageError("--sparse needs --estimator cge (RGE perturbs every coordinate)")
     if checkpoint is not None and Path(checkpoint).exists():
         start, queries, losses = _restore(Path(checkpoint), engine, optimizer, config)
     for t in range(start, config.steps):
         idx = np.random.default_rng((config.seed, t, 0)).choice(n, size=min(config.batch, n), replace=False)
         engine.set_batch({k: v[idx] for k, v in inputs.items()}, labels[idx])
-        grad = estimate(engine, config, t)
+        grad = estimate(engine, config, t, pool)
         optimizer.step(engine.theta, grad)
         losses.append(grad.loss)
         queries += grad.queries
