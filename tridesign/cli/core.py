@@ -76,15 +76,21 @@ def compile_cmd(
     target: Annotated[str, typer.Option(help="Target name (see `tridesign targets`).")] = "host",
     tune: Annotated[int, typer.Option(help="MetaSchedule tuning trials (tvm); 0 = untuned.")] = 0,
     tuning_db: Annotated[Optional[Path], typer.Option(help="Persistent tuning database directory to reuse.")] = None,
+    prune: Annotated[Optional[str], typer.Option(help="Sparsity SPEC (unstructured:0.8, block:0.9:4x4, nm:2:4, pattern:4:0.9, channel:0.5, zograsp:0.9) or a per-layer YAML file.")] = None,
+    finetune_steps: Annotated[int, typer.Option(help="First-order recovery steps after --prune (registered models with task data).")] = 0,
+    quantize: Annotated[Optional[str], typer.Option(help="int8: static QDQ quantization, per-channel weights.")] = None,
     config: Annotated[str, typer.Option(help="Model configuration for a registered model.")] = "tiny",
     batch: Annotated[int, typer.Option(help="Batch size of the example inputs.")] = 1,
     json_out: JsonFlag = False,
 ) -> None:
-    """Compile a model into a verified artifact directory with a manifest."""
+    """Compile a model into a verified artifact directory with a manifest (optionally pruned and quantized)."""
     from tridesign.compiler.options import CompileOptions
     from tridesign.compiler.pipeline import compile_artifact
 
-    options = CompileOptions(backend=backend, target=target, tune_trials=tune, tuning_db=tuning_db, config=config, batch=batch)
+    options = CompileOptions(
+        backend=backend, target=target, tune_trials=tune, tuning_db=tuning_db, prune=prune,
+        finetune_steps=finetune_steps, quantize=quantize, config=config, batch=batch,
+    )
     manifest = compile_artifact(source, options, out)
     if json_out:
         emit_json(manifest)
@@ -97,6 +103,8 @@ def compile_cmd(
         ["compile seconds", manifest["compile_seconds"]],
         ["max abs error vs ORT", v["max_abs_err"]],
         ["verified", v["passed"]],
+        *([["real sparsity", manifest["source"]["sparsity"]["real_sparsity"]]] if "sparsity" in manifest["source"] else []),
+        *([["int8 speedup vs fp32 (ORT)", manifest["quantization"]["speedup"]]] if "quantization" in manifest else []),
     ])
     for note in manifest["notes"]:
         stdout.print(f"[yellow]note:[/] {note}")

@@ -20,12 +20,12 @@ import onnx
 
 from tridesign import __version__
 from tridesign.atomic import MANIFEST, atomic_dir, check_writable_parent
-from tridesign.compiler import onnx_io
+from tridesign.compiler import onnx_io, passes
 from tridesign.compiler.backends import get_backend
 from tridesign.compiler.export import compare_outputs, export_verified, run_onnxruntime
 from tridesign.compiler.options import CompileOptions
 from tridesign.errors import TridesignError, UsageError
-from tridesign.models.registry import get_model, is_registered
+from tridesign.models.registry import get_model
 from tridesign.progress import step
 
 MODEL_FILE = "model.onnx"
@@ -48,31 +48,42 @@ def package_versions(*names: str) -> dict[str, str]:
     return found
 
 
-def resolve_source(source: str, options: CompileOptions) -> tuple[onnx.ModelProto, dict[str, np.ndarray], dict[str, Any]]:
-    """Turn SOURCE into a normalized ONNX model, example inputs and a description for the manifest."""
+Source = tuple[onnx.ModelProto, dict[str, np.ndarray], list[dict[str, np.ndarray]], dict[str, Any]]
+
+
+def resolve_source(source: str, options: CompileOptions) -> Source:
+    """SOURCE -> (normalized, pruned ONNX; verification inputs; calibration inputs; manifest description)."""
     path = Path(source)
     if path.suffix == ".onnx" or path.exists():
+        passes.check_options(options, registered=False)
         with step(f"loading {path.name}"):
             model = onnx_io.load_onnx(path)
             original_opset = onnx_io.default_opset(model)
             model = onnx_io.normalize(model)
         signature = onnx_io.io_signature(model)
-        inputs = onnx_io.random_inputs(signature["inputs"], options.seed, options.batch)
+
+        def make_inputs(seed: int) -> dict[str, np.ndarray]:
+            return onnx_io.random_inputs(signature["inputs"], seed, options.batch)
+
         described = {"kind": "onnx", "path": str(path.resolve()), "sha256": onnx_io.sha256_file(path), "opset_in": original_opset}
-        return model, inputs, described
-    if not is_registered(source):
-        # get_model raises the one-line "unknown model" error listing the known names.
-        get_model(source)
-    spec = get_model(source)
+        described |= passes.prune_user_onnx(model, options)
+        return model, make_inputs(options.seed), passes.calibration_batches(make_inputs, options.seed), described
+    spec = get_model(source)  # a one-line "unknown model" usage error listing the known names
     spec.check_config(options.config)
+    passes.check_options(options, registered=True)
     import torch
+
+    def make_inputs(seed: int) -> dict[str, np.ndarray]:
+        return spec.example_inputs(options.config, options.batch, seed)
 
     with step(f"building {spec.name}:{options.config} in torch"):
         torch.manual_seed(options.seed)
         module = spec.build(options.config).eval()
-    inputs = spec.example_inputs(options.config, options.batch, options.seed)
+    inputs = make_inputs(options.seed)
+    prune_report, pruned = passes.prune_registered(module, spec.name, options, inputs)
     with step("exporting to ONNX and verifying against torch"):
         model, report = export_verified(spec, module, options.config, inputs)
+    passes.annotate(model, prune_report)
     payload = model.SerializeToString()
     described = {
         "kind": "registered",
@@ -81,8 +92,9 @@ def resolve_source(source: str, options: CompileOptions) -> tuple[onnx.ModelProt
         "config": options.config,
         "sha256": hashlib.sha256(payload).hexdigest(),
         "export": report.to_dict(),
+        **pruned,
     }
-    return model, inputs, described
+    return model, inputs, passes.calibration_batches(make_inputs, options.seed), described
 
 
 def verify(session_outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -111,11 +123,12 @@ def compile_artifact(source: str, options: CompileOptions, out_dir: Path) -> dic
     check_writable_parent(out_dir)
     if options.tune_trials < 0:
         raise UsageError("--tune must be a non-negative number of trials")
-    model, inputs, described = resolve_source(source, options)
+    model, inputs, calibration, described = resolve_source(source, options)
     with atomic_dir(out_dir) as tmp:
         onnx.save(model, str(tmp / MODEL_FILE))
+        quantized = passes.quantize(tmp / MODEL_FILE, options, calibration)
         with step("reference run in ONNX Runtime"):
-            reference = run_onnxruntime(model, inputs)
+            reference = run_onnxruntime(str(tmp / MODEL_FILE), inputs)
         np.savez(tmp / INPUTS_FILE, **inputs)
         np.savez(tmp / REFERENCE_FILE, **reference)
         started = time.perf_counter()
@@ -130,13 +143,14 @@ def compile_artifact(source: str, options: CompileOptions, out_dir: Path) -> dic
             "target": {"name": options.target, **result.target},
             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(options).items()},
             "config_hash": options_hash(options),
-            "files": [MODEL_FILE, INPUTS_FILE, REFERENCE_FILE, *result.files, MANIFEST],
+            "files": [MODEL_FILE, INPUTS_FILE, REFERENCE_FILE, *([passes.FP32_FILE] if quantized else []), *result.files, MANIFEST],
             "tuned": result.tuned,
             "tuning": result.tuning,
-            "notes": result.notes,
+            "notes": result.notes + passes.quantization_notes(quantized),
             "compile_seconds": round(compile_s, 3),
+            **quantized,
             "versions": package_versions("onnx", "onnxruntime", "apache-tvm", "numpy", "torch"),
-            **onnx_io.io_signature(model),
+            **onnx_io.io_signature(onnx.load(str(tmp / MODEL_FILE), load_external_data=False)),
         }
         with step("verifying the compiled artifact against ONNX Runtime"):
             session = backend.load(tmp, manifest)

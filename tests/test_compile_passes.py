@@ -1,0 +1,54 @@
+"""compile --prune / --finetune-steps / --quantize: the passes reach the artifact and its manifest."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from tridesign.compiler.annotations import read_weight_sparsity
+from tridesign.compiler.options import CompileOptions
+from tridesign.compiler.pipeline import compile_artifact
+from tridesign.errors import UsageError
+
+
+def test_registered_model_pruned_in_torch_is_annotated_and_verified(tmp_path):
+    manifest = compile_artifact("resnet20", CompileOptions(prune="unstructured:0.8"), tmp_path / "a")
+    assert manifest["source"]["sparsity"]["real_sparsity"] == pytest.approx(0.8, abs=0.01)
+    assert manifest["verification"]["passed"]
+    model = onnx.load(str(tmp_path / "a" / "model.onnx"))
+    records = read_weight_sparsity(model)
+    assert records, "the exported graph carries the sparsity records"
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for name, record in records.items():
+        weight = inits[name]
+        mask = record.decoded_mask()
+        assert mask is not None and mask.shape == weight.shape
+        assert np.all(weight[~mask] == 0), f"{name}: pruned positions must be zero after BN folding"
+
+
+def test_user_onnx_pruned_nm_and_quantized(tmp_path, resnet20_onnx):
+    manifest = compile_artifact(str(resnet20_onnx), CompileOptions(prune="nm:2:4", quantize="int8"), tmp_path / "q")
+    assert manifest["source"]["sparsity"]["real_sparsity"] == pytest.approx(0.5, abs=0.01)
+    quant = manifest["quantization"]
+    assert quant["format"] == "QDQ" and quant["size_int8_bytes"] < quant["size_fp32_bytes"]
+    assert (tmp_path / "q" / "model.fp32.onnx").is_file()
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "q" / "model.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert manifest["verification"]["passed"]
+    assert quant["int8_slower"] == any("int8 is slower" in n for n in manifest["notes"])
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (CompileOptions(quantize="int4"), "unknown --quantize"),
+        (CompileOptions(finetune_steps=3), "give --prune too"),
+        (CompileOptions(prune="sideways:0.5"), "unknown prune method"),
+    ],
+)
+def test_bad_pass_options_fail_before_work(tmp_path, options, message):
+    with pytest.raises(UsageError, match=message):
+        compile_artifact("resnet20", options, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
