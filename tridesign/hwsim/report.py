@@ -96,7 +96,7 @@ def _plots(result: SimResult, system: SystemSpec) -> dict[str, str]:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     parts = {k.removeprefix("energy."): v for k, v in result.totals.items() if k.startswith("energy.") and v}
     ax.barh(list(parts), list(parts.values()))
-    ax.set(xlabel=result.energy_unit, title="Energy per frame by component / operand")
+    ax.set(xscale="log", xlabel=f"{result.energy_unit} (log scale)", title="Energy per frame by component / operand")
     energy = _png(fig)
     return {"cycles": cycles, "roofline": roofline, "energy": energy}
 
