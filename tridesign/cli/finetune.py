@@ -26,6 +26,7 @@ def finetune_cmd(
     seed: Annotated[int, typer.Option(help="Seed of batches and perturbations.")] = 0,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (resume after interrupt).")] = 25,
     sparse: Annotated[bool, typer.Option(help="CGE on nonzero weights only (a pruned model's mask) plus biases.")] = False,
+    prompt_pad: Annotated[int, typer.Option(help="Prompt mode: add a TVP framepad prompt this many pixels wide (use --params 'prompt.*').")] = 0,
     out: Annotated[Optional[Path], typer.Option("-o", "--out", help="New artifact directory (default: SOURCE-zo).")] = None,
     json_out: JsonFlag = False,
 ) -> None:
@@ -44,7 +45,8 @@ def finetune_cmd(
     with Progress(*columns, console=stderr, transient=True) as progress:
         task = progress.add_task("zo", total=steps, loss="-")
         report = finetune_artifact(
-            source, data, config, out, on_step=lambda t, loss: progress.update(task, completed=t, loss=f"{loss:.4f}")
+            source, data, config, out, on_step=lambda t, loss: progress.update(task, completed=t, loss=f"{loss:.4f}"),
+            prompt_pad=prompt_pad,
         )
     if json_out:
         emit_json(report)

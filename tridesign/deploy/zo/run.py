@@ -30,14 +30,23 @@ def finetune_artifact(
     config: FinetuneConfig,
     out: Path | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    prompt_pad: int = 0,
 ) -> dict[str, Any]:
-    """ZO-finetune SOURCE (artifact dir or .onnx) on DATA and write the new artifact; return a report."""
+    """ZO-finetune SOURCE (artifact dir or .onnx) on DATA and write the new artifact; return a report.
+
+    With `prompt_pad`, a TVP framepad prompt of that width is put in front of the model first (the
+    selector should then be 'prompt.*'); the new artifact carries the tuned prompt in its graph.
+    """
     from tridesign.atomic import check_writable_parent
 
     onnx_path, manifest_in = artifact.resolve_input(Path(source))
     out = Path(out) if out is not None else artifact.default_output(Path(source))
     check_writable_parent(out)
     model = onnx.load(str(onnx_path))
+    if prompt_pad:
+        from tridesign.deploy.zo.prompts import add_frame_prompt
+
+        model = add_frame_prompt(model, prompt_pad)
     engine = OrtEngine(model, config.selector)
     inputs, labels = load_data(Path(data), [i.name for i in data_inputs(engine.model)])
     before = evaluate(engine, inputs, labels)
