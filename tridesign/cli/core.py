@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from tridesign.cli.output import emit_json, fmt, human, stdout, table
+from tridesign.cli.output import emit_json, human, stdout, table
 from tridesign.errors import TridesignError
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of a table.")]
@@ -161,7 +161,7 @@ def demo_cmd(
     out: Annotated[Path, typer.Option("-o", "--out", help="Report directory.")] = Path("reports/demo"),
     json_out: JsonFlag = False,
 ) -> None:
-    """The built-in default job: export -> compile (ORT, TVM) -> profile, with a JSON + HTML report."""
+    """The built-in default job: export -> compile (ORT, TVM) -> profile -> simulate, with a JSON + HTML report."""
     from tridesign.demo import run_demo
 
     summary = run_demo(out)
@@ -172,7 +172,12 @@ def demo_cmd(
         [r["model"], r["backend"], r["latency_ms"], human(r["parameters"]), human(r["dense_macs"]), r["max_abs_err"]]
         for r in summary["rows"]
     ])
-    stdout.print(f"report: {fmt(str(Path(out) / 'index.html'))}")
+    sim = summary["simulation"]
+    stdout.print(
+        f"simulated {sim['model']} on {sim['arch']}: {sim['latency_ms']:.3f} ms/frame, {sim['fps']:.0f} FPS, "
+        f"{sim['energy_per_frame_j']:.3g} J/frame"
+    )
+    stdout.print(f"report: {Path(out) / 'index.html'}")
 
 
 def register(app: typer.Typer) -> None:
