@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev,zoo]"
+	$(BIN)/pip install --quiet -e ".[dev,zoo,distributed,hwsim-ref]"
 	touch $(STAMP)
 
 demo: $(STAMP)
