@@ -4,8 +4,10 @@ This serves Linear/MatMul (X is the transposed activation, N = tokens or batch) 
 conv in NCHW (X is the activation viewed as [C, H·W], N = pixels, no transpose at all).
 
 Schedule, chosen for a few-core CPU: block rows are split across cores (`T.parallel`); the dense
-N dimension is cut into chunks of `N_CHUNK` that are vectorised, so one accumulator chunk of
-`block_rows × N_CHUNK` floats stays in L1 while every stored block of the row streams past it.
+N dimension is cut into chunks of `N_CHUNK` that are vectorised, and the block's row and column
+loops are unrolled so the `block_rows × N_CHUNK` accumulator lives in registers while every stored
+block of the row streams past it (unrolling measured 2–8× faster than plain loops: the
+accumulator otherwise goes through memory on every multiply-add).
 Zero blocks cost nothing: the loop runs over `indptr[i] .. indptr[i+1]` only. Rows and columns
 beyond the logical shape (padding of odd sizes) are clamped on read and skipped on write.
 """
@@ -18,7 +20,7 @@ from tvm.script import tirx as T
 from tridesign.kernels.formats import BSR
 from tridesign.kernels.runtime import BoundKernel, KernelFunc
 
-N_CHUNK = 64
+N_CHUNK = 32  # with a 4-row block: 4×32 accumulators = 8 AVX-512 registers
 
 
 def n_chunks(n: int, chunk: int = N_CHUNK) -> tuple[int, int, int]:
@@ -56,9 +58,9 @@ def bsr_matmul_func(m: int, k: int, n: int, block: tuple[int, int]) -> KernelFun
                         acc[r, j] = T.float32(0)
                 for q in range(indptr[ib + 1] - indptr[ib]):
                     p = indptr[ib] + q
-                    for c in range(bc):
+                    for c in T.unroll(bc):
                         kk = T.min(indices[p] * bc + c, k - 1)
-                        for r in range(br):
+                        for r in T.unroll(br):
                             for j in T.vectorized(nt):
                                 acc[r, j] = acc[r, j] + data[p, r, c] * x[kk, nb * nt + j]
                 for r in range(br):
@@ -71,9 +73,9 @@ def bsr_matmul_func(m: int, k: int, n: int, block: tuple[int, int]) -> KernelFun
                         acc[r, j] = T.float32(0)
                 for q in range(indptr[ib + 1] - indptr[ib]):
                     p = indptr[ib] + q
-                    for c in range(bc):
+                    for c in T.unroll(bc):
                         kk = T.min(indices[p] * bc + c, k - 1)
-                        for r in range(br):
+                        for r in T.unroll(br):
                             for j in T.vectorized(tail):
                                 acc[r, j] = acc[r, j] + data[p, r, c] * x[kk, tail_base + j]
                 for r in range(br):
