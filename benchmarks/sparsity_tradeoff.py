@@ -92,7 +92,7 @@ def bench_digits(args, work: Path, log) -> dict:
             spec = make(level)
             model = copy.deepcopy(base)
             torch.manual_seed(0)
-            report = prune_torch(model, spec, digits.digits_inputs(args.config, 64, 1))
+            report = prune_torch(model, spec, digits.calibration_set(64, 64, seed=1)[0])  # training images
             acc_pruned = digits.evaluate(model)
             recovery = recover_torch(model, "resnet20", args.finetune_steps)
             path = work / f"digits_{method}_{level}.onnx"
