@@ -2,7 +2,8 @@
 
 For each layer: ONNX Runtime dense (a one-node ONNX model, the same thread count) and TVM dense
 (the Relax module `from_onnx` builds, untuned -- what the TVM backend gives without MetaSchedule)
-are timed once; our kernel is timed at 50/70/90/95 % sparsity. Reported: medians after warm-up,
+are timed once; our kernel is timed at 50/70/90/95 % sparsity, taking turns with ORT in every
+round (the shared VM's load swings within seconds). Reported: medians after warm-up,
 speed-up over ORT dense, and the crossover sparsity (linear interpolation of the speed-up between
 the two sweep points where it crosses 1).
 
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -92,11 +94,24 @@ def one_node_model(kind: str, shape, weight: np.ndarray) -> tuple[onnx.ModelProt
     return model, rng.standard_normal(x_shape).astype(np.float32)
 
 
-def time_ort(model: onnx.ModelProto, x: np.ndarray) -> float:
+def ort_timer(model: onnx.ModelProto, x: np.ndarray) -> Callable[[], float]:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = THREADS
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return median_ms(lambda: sess.run(None, {"x": x}))
+    return lambda: median_ms(lambda: sess.run(None, {"x": x}), warmup=1, repeat=5)
+
+
+def interleaved(timers: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """Median over `rounds` of each timer, the timers taking turns inside every round.
+
+    The development VM is shared and its load swings within seconds; timing the baseline and ours
+    in alternation keeps both inside the same load window, so the ratio stays meaningful.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in timers}
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            samples[name].append(timer())
+    return {name: float(np.median(values)) for name, values in samples.items()}
 
 
 def time_tvm_dense(model: onnx.ModelProto, x: np.ndarray) -> float:
@@ -128,10 +143,11 @@ def pruned(kind: str, shape, sparsity: float, rng: np.random.Generator) -> np.nd
     return (rng.standard_normal((m, k)) * np.kron(blocks, np.ones((4, 4)))).astype(np.float32)
 
 
-def time_ours(kind: str, shape, weight: np.ndarray, sparsity: float, rng: np.random.Generator) -> float:
+def ours_timer(kind: str, shape, weight: np.ndarray, sparsity: float, rng: np.random.Generator) -> Callable[[], float]:
     if kind == "conv":
         x = rng.standard_normal(shape[0]).astype(np.float32)
-        return bind_sparse_conv2d(weight, shape[0], shape[2]).time_ms(x)
+        kernel = bind_sparse_conv2d(weight, shape[0], shape[2])
+        return lambda: kernel.time_ms(x, number=5, repeat=1)
     if kind == "tile":
         x_shape, w_shape, geom = shape
         oh, ow = geom.output_hw(x_shape[2], x_shape[3], w_shape[2:])
@@ -142,12 +158,12 @@ def time_ours(kind: str, shape, weight: np.ndarray, sparsity: float, rng: np.ran
         mask = TileMask(oh, ow, tile, active.reshape(grid))
         x = rng.standard_normal(x_shape).astype(np.float32)
         prev = rng.standard_normal((1, w_shape[0], oh, ow)).astype(np.float32)
-        return bind_tile_conv2d(weight, x_shape, geom, tile).time_ms(x, prev, mask.active_ids())
+        tiled = bind_tile_conv2d(weight, x_shape, geom, tile)
+        return lambda: tiled.time_ms(x, prev, mask.active_ids(), number=5, repeat=1)
     m, k, n = shape
     x = rng.standard_normal((k, n)).astype(np.float32)
-    if kind == "nm":
-        return bind_nm_matmul(NM.pack(weight, 2, 4), n).time_ms(x)
-    return bind_bsr_matmul(BSR.pack(weight, (4, 4)), n).time_ms(x)
+    gemm = bind_nm_matmul(NM.pack(weight, 2, 4), n) if kind == "nm" else bind_bsr_matmul(BSR.pack(weight, (4, 4)), n)
+    return lambda: gemm.time_ms(x, number=5, repeat=1)
 
 
 def crossover(points: list[dict]) -> str:
@@ -161,7 +177,7 @@ def crossover(points: list[dict]) -> str:
     return f"> {pts[-1][0]:.2f}"
 
 
-def resnet18_end_to_end(sparsity: float) -> dict:
+def resnet18_end_to_end(sparsity: float, rounds: int) -> dict:
     """ResNet-18-shaped 224×224, every conv/FC pruned unstructured at `sparsity`: ORT dense vs TVM +
     our kernels (the rest of the graph -- adds, ReLU, pooling -- untuned TVM)."""
     import torch
@@ -196,8 +212,10 @@ def resnet18_end_to_end(sparsity: float) -> dict:
     vm = relax.VirtualMachine(tvm.compile(mod, target=default_host_target()), tvm.cpu())
     arg = tvm.runtime.tensor(x, tvm.cpu())
     got = vm["main"](arg).numpy()
-    ort_ms = median_ms(lambda: sess.run(None, {"input": x}))
-    ours_ms = float(np.median(vm.time_evaluator("main", tvm.cpu(), number=3, repeat=7)(arg).results) * 1e3)
+    evaluator = vm.time_evaluator("main", tvm.cpu(), number=3, repeat=1)
+    medians = interleaved({"ort": lambda: median_ms(lambda: sess.run(None, {"input": x}), warmup=1, repeat=3),
+                           "ours": lambda: float(evaluator(arg).results[0] * 1e3)}, rounds)
+    ort_ms, ours_ms = medians["ort"], medians["ours"]
     return {"model": "resnet18-224 b1", "sparsity": sparsity, "ort_dense_ms": ort_ms, "ours_ms": ours_ms,
             "speedup_vs_ort": ort_ms / ours_ms, "layers_sparse": sum(d.sparse for d in report), "layers": len(report),
             "max_rel_err": float(np.abs(got - expected).max() / np.abs(expected).max())}
@@ -213,18 +231,21 @@ def run(args: argparse.Namespace) -> dict:
             progress.update(task, description=label)
             dense_w = pruned(kind, shape, 0.0, rng) if kind != "nm" else pruned("bsr", shape, 0.0, rng)
             model, x = one_node_model(kind, shape, dense_w)
-            ort_ms = time_ort(model, x)
             tvm_ms = None if args.skip_tvm_dense else time_tvm_dense(model, x)
             sweep = (0.5,) if kind == "nm" else SPARSITIES
+            timers = {"ort": ort_timer(model, x)}
+            timers |= {f"{s}": ours_timer(kind, shape, pruned(kind, shape, s, rng), s, rng) for s in sweep}
+            medians = interleaved(timers, args.rounds)
+            ort_ms = medians["ort"]
             points = []
             for s in sweep:
-                ours = time_ours(kind, shape, pruned(kind, shape, s, rng), s, rng)
+                ours = medians[f"{s}"]
                 points.append({"sparsity": s, "ours_ms": ours, "speedup_vs_ort": ort_ms / ours,
                                "speedup_vs_tvm_dense": None if tvm_ms is None else tvm_ms / ours})
             results.append({"layer": label, "kernel": kind, "ort_dense_ms": ort_ms, "tvm_dense_untuned_ms": tvm_ms,
                             "points": points, "crossover_sparsity": crossover(points)})
             progress.advance(task)
-    e2e = None if args.skip_e2e else resnet18_end_to_end(0.9)
+    e2e = None if args.skip_e2e else resnet18_end_to_end(0.9, args.rounds)
     return {"benchmark": "sparse_kernels", "threads": THREADS, "machine": os.uname().machine,
             "load_average": os.getloadavg(), "layers": results, "end_to_end": e2e}
 
@@ -252,6 +273,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sparse_kernels.json"))
     parser.add_argument("--only", nargs="*", help="substrings of layer labels to run")
     parser.add_argument("--skip-tvm-dense", action="store_true", help="skip the (slow) untuned TVM dense baseline")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds per layer (median reported)")
     parser.add_argument("--skip-e2e", action="store_true", help="skip the ResNet-18 end-to-end comparison")
     args = parser.parse_args()
     report = run(args)
