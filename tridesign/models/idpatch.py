@@ -27,11 +27,12 @@ SDXL_UNET = {
               "transformer_layers_per_block": (1, 2, 10), "attention_head_dim": (5, 10, 20),
               "cross_attention_dim": 2048, "use_linear_projection": True, "addition_embed_type": "text_time",
               "addition_time_embed_dim": 256, "projection_class_embeddings_input_dim": 2816, "norm_num_groups": 32},
+    # One 32-channel level with cross-attention, text-time embedding and the ControlNet residuals.
     "tiny": {"sample_size": 8, "in_channels": 4, "out_channels": 4, "layers_per_block": 1,
-             "block_out_channels": (32, 64),
-             "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
-             "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
-             "transformer_layers_per_block": (1, 1), "attention_head_dim": (2, 4),
+             "block_out_channels": (32,),
+             "down_block_types": ("CrossAttnDownBlock2D",),
+             "up_block_types": ("CrossAttnUpBlock2D",),
+             "transformer_layers_per_block": (1,), "attention_head_dim": (4,),
              "cross_attention_dim": 32, "use_linear_projection": True, "addition_embed_type": "text_time",
              "addition_time_embed_dim": 8, "projection_class_embeddings_input_dim": 80, "norm_num_groups": 8},
 }
