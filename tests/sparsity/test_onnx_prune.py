@@ -77,3 +77,12 @@ def test_yaml_rules_use_initializer_names(tmp_path) -> None:
     report = prune_onnx(model, plan)
     assert set(report.records) == {"wm"}
     assert set(read_weight_sparsity(model)) == {"wm"}
+
+
+def test_annotate_refuses_a_record_it_cannot_place(resnet, example) -> None:
+    from tridesign.compiler.sparsity import annotate_exported, prune_torch
+    from tridesign.errors import TridesignError
+
+    report = prune_torch(resnet, "unstructured:0.5", example)
+    with pytest.raises(TridesignError, match="no matching initializer"):
+        annotate_exported(user_model(), report)
