@@ -73,7 +73,8 @@ def _annotated_weights(model: onnx.ModelProto, records: dict[str, WeightSparsity
         if init.name in records:
             weight = numpy_helper.to_array(init).astype(np.float32)
             mask = records[init.name].decoded_mask()
-            out[_digest(weight)] = (init.name, weight if mask is None else weight * mask)
+            masked = weight * mask if mask is not None and mask.shape == weight.shape else weight
+            out[_digest(weight)] = (init.name, masked)
     return out
 
 
@@ -131,7 +132,7 @@ class _SparseRewriter(relax.PyExprMutator):
             out_ty=relax.TensorType(kf.out_shape, "float32"),
         )
 
-    def _decide(self, op: str, const: tvm.ir.GenericConst) -> tuple[str, np.ndarray | None, WeightSparsity | None, str]:
+    def _decide(self, const: tvm.ir.GenericConst) -> tuple[str, np.ndarray | None, WeightSparsity | None, str]:
         """(weight name, masked weight or None, record, reason when dense)."""
         hit = self.weights.get(_digest(const.value.numpy()))
         if hit is None:
@@ -149,7 +150,7 @@ class _SparseRewriter(relax.PyExprMutator):
         if const is None:
             return super().visit_call_(call)
         op = "conv2d" if call.op.name == "relax.nn.conv2d" else ("linear" if transposed else "matmul")
-        name, weight, rec, reason = self._decide(op, const)
+        name, weight, rec, reason = self._decide(const)
         x = self.visit_expr(call.args[0])
         x_shape = _static_shape(call.args[0])
         if weight is not None and x_shape is None:

@@ -6,8 +6,9 @@ content did not change. For one frame this kernel
 1. copies the previous frame's output (what every inactive tile keeps),
 2. for each active tile, in parallel: *gathers* the input window the tile needs -- the tile grown
    by its receptive-field halo, zero outside the image -- into a small private buffer,
-3. runs the sparse (CSR) conv of `tir_conv` on that buffer, so weight sparsity composes with data
-   sparsity, and *scatters* the tile back into the output (clipped at the image border).
+3. runs a sparse (CSR) conv on that buffer -- each non-zero's offset into the window fixed at pack
+   time, four non-zeros per pass -- so weight sparsity composes with data sparsity, and *scatters*
+   the tile back into the output (clipped at the image border).
 
 Active tiles are exact: the halo makes them independent of the tile size. The active tile ids are
 a runtime input (they change every frame), so one compiled kernel serves every mask.
@@ -55,7 +56,7 @@ def tile_conv2d_func(
         n_active = T.int32()
         nnz = T.int32()
         tiles = T.match_buffer(t_handle, (n_active,), "int32")
-        indices = T.match_buffer(i_handle, (nnz,), "int32")
+        offsets = T.match_buffer(i_handle, (nnz,), "int32")
         data = T.match_buffer(d_handle, (nnz,), "float32")
         for o in T.parallel(co):
             for i in range(oh):
@@ -64,12 +65,12 @@ def tile_conv2d_func(
         for t in T.parallel(n_active):
             y0 = tiles[t] // tiles_x * th
             x0 = tiles[t] % tiles_x * tw
-            window = T.alloc_buffer((c, ih, iw), "float32")
+            window = T.alloc_buffer((c * ih * iw,), "float32")
             acc = T.alloc_buffer((th, tw), "float32")
             for ci in range(c):
                 for i in range(ih):
                     for j in range(iw):
-                        window[ci, i, j] = T.if_then_else(
+                        window[(ci * ih + i) * iw + j] = T.if_then_else(
                             y0 * sh - ph + i >= 0 and y0 * sh - ph + i < h and x0 * sw - pw + j >= 0 and x0 * sw - pw + j < w,
                             x[0, ci, T.min(T.max(y0 * sh - ph + i, 0), h - 1), T.min(T.max(x0 * sw - pw + j, 0), w - 1)],
                             T.float32(0),
@@ -78,14 +79,23 @@ def tile_conv2d_func(
                 for i in range(th):
                     for j in T.vectorized(tw):
                         acc[i, j] = T.float32(0)
-                for q in range(indptr[o + 1] - indptr[o]):
-                    p = indptr[o] + q
-                    ci = o // cog * cig + indices[p] // kk
-                    rr = indices[p] % kk // kw * dh
-                    ss = indices[p] % kw * dw
+                # Four non-zeros per pass, as in tir_conv: one accumulator load/store per four FMAs.
+                for q in range((indptr[o + 1] - indptr[o]) // 4):
                     for i in range(th):
                         for j in T.vectorized(tw):
-                            acc[i, j] = acc[i, j] + data[p] * window[ci, i * sh + rr, j * sw + ss]
+                            acc[i, j] = (
+                                acc[i, j]
+                                + data[indptr[o] + q * 4] * window[offsets[indptr[o] + q * 4] + i * sh * iw + j * sw]
+                                + data[indptr[o] + q * 4 + 1] * window[offsets[indptr[o] + q * 4 + 1] + i * sh * iw + j * sw]
+                                + data[indptr[o] + q * 4 + 2] * window[offsets[indptr[o] + q * 4 + 2] + i * sh * iw + j * sw]
+                                + data[indptr[o] + q * 4 + 3] * window[offsets[indptr[o] + q * 4 + 3] + i * sh * iw + j * sw]
+                            )
+                for q in range((indptr[o + 1] - indptr[o]) % 4):
+                    for i in range(th):
+                        for j in T.vectorized(tw):
+                            acc[i, j] = acc[i, j] + data[indptr[o + 1] - 1 - q] * window[
+                                offsets[indptr[o + 1] - 1 - q] + i * sh * iw + j * sw
+                            ]
                 for i in range(th):
                     if y0 + i < oh:
                         for j in range(tw):
@@ -100,7 +110,21 @@ def bind_tile_conv2d(
 ) -> BoundKernel:
     """A ready-to-call kernel: `kernel(x, previous, mask.active_ids())` → this frame's output."""
     kf = tile_conv2d_func(tuple(x_shape), tuple(weight.shape), geom, tile)
-    return BoundKernel(kf, csr_consts(conv_weight_csr(weight)), target)
+    return BoundKernel(kf, tile_conv2d_consts(weight, geom, tile), target)
+
+
+def tile_conv2d_consts(weight: np.ndarray, geom: ConvGeometry, tile: tuple[int, int]) -> list[np.ndarray]:
+    """indptr, per-non-zero offsets into the gathered window, values (offsets fixed at pack time)."""
+    co, cig, kh, kw = weight.shape
+    (sh, sw), (dh, dw), g = geom.stride, geom.dilation, geom.groups
+    ih, iw = (tile[0] - 1) * sh + (kh - 1) * dh + 1, (tile[1] - 1) * sw + (kw - 1) * dw + 1
+    csr = conv_weight_csr(weight)
+    indptr, indices, data = csr_consts(csr)
+    rows = np.repeat(np.arange(co), np.diff(csr.indptr))
+    col = csr.indices.astype(np.int64)
+    ci = rows // (co // g) * cig + col // (kh * kw)
+    offsets = (ci * ih + col % (kh * kw) // kw * dh) * iw + col % kw * dw
+    return [indptr, offsets.astype(np.int32) if csr.nnz else indices, data]
 
 
 def run_tile_conv2d(kernel: BoundKernel, x: np.ndarray, previous: np.ndarray, mask: TileMask) -> np.ndarray:
