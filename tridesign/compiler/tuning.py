@@ -1,0 +1,271 @@
+"""MetaSchedule tuning with a persistent, shared database.
+
+One JSON database per target (`~/.cache/tridesign/tuning/<target-key>/`): records are keyed by the
+structural hash of each fused kernel, so a model that shares layer shapes with one tuned before
+starts from those schedules, and `compile` picks them up without tuning again. MetaSchedule appends
+every measured record to the database files as it goes, so an interrupted run keeps what it
+measured and the next run (same --db) resumes from there. Measuring runs locally, or on a board
+through a TVM RPC tracker (`RemoteRunner`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tridesign.compiler.targets import TargetSpec
+from tridesign.errors import TridesignError
+
+# Building a candidate on 2 busy cores (the cost model and runner share them) takes far longer
+# than MetaSchedule's default 30 s; a timed-out build is a wasted trial, not a slow schedule.
+BUILDER_TIMEOUT_S = 120.0
+RUNNER_TIMEOUT_S = 60.0
+DB_FILES = ("database_workload.json", "database_tuning_record.json")
+
+
+def build_candidate(mod: Any, target: Any, _params: Any) -> Any:
+    """Build one measured candidate in a builder worker (replaces MetaSchedule's default_build).
+
+    The default imports `tvm.s_tir.tensor_intrin` in every fresh worker, which parses every
+    tensor-core/VNNI intrinsic in TVMScript: minutes on 2 loaded cores, so every build timed out.
+    Candidates arrive already scheduled (tensorization happens in the search), so lowering them
+    needs no intrinsic registry.
+    """
+    from tvm.driver import build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return build(mod, target=target)
+
+
+@dataclass(frozen=True)
+class RemoteRunner:
+    """Measure candidates on a board: its TVM RPC server registered with a tracker under `key`."""
+
+    tracker_host: str
+    tracker_port: int
+    key: str
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tridesign" / "tuning"
+
+
+def default_db_dir(spec: TargetSpec) -> Path:
+    """Where a target's records live unless --db says otherwise; shared by every model."""
+    return cache_root() / spec.key()
+
+
+def open_database(db_dir: Path) -> Any:
+    from tvm.s_tir import meta_schedule as ms
+
+    try:
+        db_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TridesignError(f"cannot create tuning database directory {db_dir}: {err.strerror}") from None
+    return ms.database.JSONDatabase(work_dir=str(db_dir), module_equality="structural")
+
+
+def has_records(db_dir: Path) -> bool:
+    record = db_dir / DB_FILES[1]
+    return record.exists() and record.stat().st_size > 0
+
+
+def apply_database(fused_mod: Any, target: Any, db_dir: Path) -> tuple[Any, int, int]:
+    """Replace fused kernels by their best tuned schedule; returns (module, kernels tuned, kernels)."""
+    from tvm import relax, tirx
+
+    def kernels(mod: Any) -> list[Any]:
+        return [f for _, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)]
+
+    total = len(kernels(fused_mod))
+    if not has_records(db_dir):
+        return fused_mod, 0, total
+    with target, open_database(db_dir):
+        applied_mod = relax.transform.MetaScheduleApplyDatabase()(fused_mod)
+    tuned = sum(1 for f in kernels(applied_mod) if f.attrs is not None and f.attrs.get("tirx.is_scheduled", False))
+    return applied_mod, tuned, total
+
+
+def copy_database(db_dir: Path, dest: Path, relative_to: Path) -> list[str]:
+    """Copy the database into the artifact, so the build can be reproduced from the artifact alone."""
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in DB_FILES:
+        if (db_dir / name).exists():
+            shutil.copy2(db_dir / name, dest / name)
+            copied.append(str((dest / name).relative_to(relative_to)))
+    return copied
+
+
+def _runner(remote: RemoteRunner | None) -> Any:
+    from tvm.s_tir import meta_schedule as ms
+
+    config = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False)
+    if remote is None:
+        return ms.runner.LocalRunner(timeout_sec=RUNNER_TIMEOUT_S, evaluator_config=config)
+    rpc = ms.runner.RPCConfig(
+        tracker_host=remote.tracker_host,
+        tracker_port=remote.tracker_port,
+        tracker_key=remote.key,
+        session_timeout_sec=int(RUNNER_TIMEOUT_S),
+    )
+    return ms.runner.RPCRunner(rpc_config=rpc, evaluator_config=config)
+
+
+class TuningProgress:
+    """Trials done and the best whole-model estimate so far (sum of best kernel times × calls)."""
+
+    def __init__(self, trials: int, weights: list[int], quiet: bool = False) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.weights = weights
+        self.best: dict[int, float] = {}
+        self.progress = Progress(
+            TextColumn("tuning"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[best]}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            disable=quiet,
+        )
+        self.task = self.progress.add_task("tuning", total=trials, best="best: not measured yet")
+
+    def __enter__(self) -> "TuningProgress":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def record(self, task_id: int, run_secs: list[list[float]]) -> None:
+        times = [sum(s) / len(s) for s in run_secs if s]
+        if times:
+            self.best[task_id] = min(self.best.get(task_id, float("inf")), min(times))
+        total_ms = sum(self.best[i] * self.weights[i] for i in self.best) * 1e3
+        label = f"best: {total_ms:.3f} ms over {len(self.best)}/{len(self.weights)} kernels"
+        self.progress.update(self.task, advance=len(run_secs), best=label)
+
+    def best_ms(self) -> dict[str, float]:
+        return {str(i): round(t * 1e3, 4) for i, t in sorted(self.best.items())}
+
+    def callback(self) -> Any:
+        from tvm.ir.utils import derived_object
+        from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+        owner = self
+
+        @derived_object
+        class _Progress(PyMeasureCallback):
+            def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):  # type: ignore[no-untyped-def]
+                secs = [
+                    [float(x) for x in r.run_secs] if r.error_msg is None and r.run_secs else []
+                    for r in runner_results
+                ]
+                owner.record(int(task_id), secs)
+
+        return _Progress()
+
+
+def tune(
+    fused_mod: Any,
+    spec: TargetSpec,
+    trials: int,
+    db_dir: Path,
+    remote: RemoteRunner | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Tune the fused kernels of a module for `trials` measurements in all, appending to db_dir.
+
+    Trials are spread over the kernels by MetaSchedule's gradient task scheduler, in batches of
+    8-64 candidates per kernel; a budget below (kernels x 8) leaves some kernels untuned, which the
+    returned report and the manifest say.
+
+    A rich progress bar on stderr shows trials done and the best latency so far (`quiet` hides it).
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    if trials <= 0:
+        raise TridesignError("the number of tuning trials must be positive")
+    if not spec.runs_here and remote is None:
+        raise TridesignError(
+            f"target {spec.name} cannot be measured on this machine; tune through a tracker "
+            "(--tracker HOST:PORT --key KEY) or reuse a database tuned on the board (--db)"
+        )
+    target = spec.tvm_target()
+    tasks = ms.relax_integration.extract_tasks(fused_mod, target)
+    tasks = [t for t in tasks if not t.mod.attrs.get("tirx.is_scheduled", False)]
+    if not tasks:
+        return {"tasks": 0, "tuning_s": 0.0, "best_ms": {}}
+    database = open_database(db_dir)
+    before = len(database)
+    # MetaSchedule logs every task to files under db_dir/logs, and echoes INFO lines to stdout,
+    # which would break `--json`; the console keeps warnings only, the files keep everything.
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        tasks, work_dir=str(db_dir), num_threads=spec.host.get("num-cores", 1) if spec.runs_here else "physical"
+    )
+    bar = TuningProgress(trials, [t.weight for t in tasks], quiet=quiet)
+    start = time.perf_counter()
+    with bar:
+        ms.tune_tasks(
+            tasks=contexts,
+            task_weights=weights,
+            work_dir=str(db_dir),
+            max_trials_global=trials,
+            max_trials_per_task=max(trials // len(contexts), min(trials, 64)),
+            num_trials_per_iter=min(64, max(8, trials // max(1, len(contexts)))),
+            builder=ms.builder.LocalBuilder(timeout_sec=BUILDER_TIMEOUT_S, f_build=build_candidate),
+            runner=_runner(remote),
+            database=database,
+            measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), bar.callback()],
+        )
+    elapsed = time.perf_counter() - start
+    return {
+        "tasks": len(contexts),
+        "tuning_s": round(elapsed, 1),
+        "records_added": len(database) - before,
+        "best_ms": bar.best_ms(),
+    }
+
+
+def tune_model(
+    model: Any,
+    target: str,
+    trials: int,
+    db_dir: Path | None = None,
+    batch: int = 1,
+    remote: RemoteRunner | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """`tridesign tune`: tune a (normalized) ONNX model's kernels into the target's database.
+
+    Nothing is built: `compile` with the same target (and --tuning-db) applies the records. The
+    model must be the graph `compile` will see (tridesign.compiler.pipeline.resolve_source), or the
+    kernels' structural hashes differ and nothing is reused.
+    """
+    from tridesign.compiler.backends.tvm import import_onnx, lower_fused
+    from tridesign.compiler.targets import get_target
+
+    spec = get_target(target)
+    db_dir = Path(db_dir) if db_dir else default_db_dir(spec)
+    mod, _ = import_onnx(model, batch=batch)
+    fused = lower_fused(mod, spec.tvm_target())
+    report = tune(fused, spec, trials, db_dir, remote=remote, quiet=quiet)
+    _, applied, total = apply_database(fused, spec.tvm_target(), db_dir)
+    return {
+        "target": spec.name,
+        "database": str(db_dir),
+        "trials": trials,
+        "kernels": total,
+        "kernels_tuned": applied,
+        **report,
+    }
