@@ -12,11 +12,11 @@ import sys
 
 import typer
 
-from tridesign.cli import core, finetune, hwsim, sparsity
+from tridesign.cli import core, finetune, hwsim, sparsity, tune
 from tridesign.errors import TridesignError
 
 # Each module exposes register(app); listed explicitly so the command set is visible in one place.
-COMMAND_MODULES = [core, finetune, hwsim, sparsity]
+COMMAND_MODULES = [core, finetune, hwsim, sparsity, tune]
 
 app = typer.Typer(
     name="tridesign",
