@@ -117,3 +117,13 @@ def test_id_projection_shapes(config):
         patches, tokens = model(torch.empty(3, c["face_dim"]))
     assert patches.shape == (3, 3, c["patch"], c["patch"])
     assert tokens.shape == (3, c["id_tokens"], idpatch.SDXL_UNET[config]["cross_attention_dim"])
+
+
+def test_tvp_prompt_parameters_named_in_the_spec_exist():
+    from tridesign.models import get_model
+
+    spec = get_model("tvp")
+    names = dict(spec.build("tiny").named_parameters())
+    prompts = spec.notes["prompts"]
+    assert len(prompts) == 5 and all(n in names for n in prompts)
+    assert names["tvp.model.text_prompt"].shape[1] == 10  # the paper's 10-token text prompt
