@@ -47,6 +47,7 @@ class FinetuneConfig:
     batched: bool = True  # evaluate the perturbed copies through the Scan-batched engine path
     chunk: int = 32  # perturbed copies per batched run
     checkpoint_every: int = 25
+    layerwise: bool = True  # CGE on the ORT engine: re-run only the sub-graph after each coordinate's tensor
     sparse: bool = False  # CGE only on nonzero weights (a pruned model's mask) and on biases: DeepZero's sparse CGE
 
     def __post_init__(self) -> None:
@@ -111,6 +112,12 @@ def estimate(engine: OrtEngine, config: FinetuneConfig, step: int, pool: np.ndar
     rng = np.random.default_rng((config.seed, step, 2))
     pool = np.arange(engine.dim) if pool is None else pool
     coords = np.sort(rng.choice(pool, size=min(config.queries, pool.size), replace=False))
+    if config.layerwise and isinstance(engine, OrtEngine):
+        from tridesign.deploy.zo.layerwise import LayerwiseCGE
+
+        if getattr(engine, "_layerwise", None) is None:
+            engine._layerwise = LayerwiseCGE(engine)
+        return engine._layerwise.estimate(coords, CGEConfig(config.mu, config.difference))
     return cge(engine.loss, engine.theta, coords, CGEConfig(config.mu, config.difference), batched=batched, chunk=config.chunk)
 
 
