@@ -69,7 +69,7 @@ def test_rge_estimates_the_smoothed_gradient_with_mu_squared_bias_on_a_quartic()
     # For f = Σθ⁴/4 and Gaussian smoothing, ∇f_μ = θ³ + 3μ²θ exactly (Stein's identity).
     theta = np.array([0.5, -1.0, 1.5, 0.2])
     mu = 0.3
-    est = np.stack([rge(_quartic, theta, RGEConfig(q=8, mu=mu, difference="central"), s).dense() for s in range(4000)])
+    est = np.stack([rge(_quartic, theta, RGEConfig(q=8, mu=mu, difference="central"), s).dense() for s in range(2000)])
     stderr = est.std(axis=0) / np.sqrt(len(est))
     smoothed = theta**3 + 3 * mu**2 * theta
     assert np.all(np.abs(est.mean(axis=0) - smoothed) < 4.5 * stderr)
