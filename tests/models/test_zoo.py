@@ -15,6 +15,8 @@ from tridesign.models.stats import TABLE_END, TABLE_START, count_macs, count_par
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "models.md"
 NAMES = [spec.name for spec in list_models()]
+# Models with a published size to check (a trained reference model may only have a tiny config).
+PAPER_NAMES = [spec.name for spec in list_models() if "paper" in spec.configs]
 PROJECTS = {"DeepZero", "ZO-AE-DS", "Tri-design MOT", "TVP", "DP4TL", "UnlearnDiff", "AdvUnlearn", "ID-Patch"}
 
 
@@ -34,7 +36,7 @@ def test_every_project_has_a_model():
     assert {spec.project for spec in list_models()} >= PROJECTS
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", PAPER_NAMES)
 def test_paper_params_within_2_percent_of_the_documented_published_count(name):
     spec = get_model(name)
     published, documented_count = _docs_table()[name]
