@@ -74,7 +74,7 @@ def test_rewritten_module_matches_ort_on_the_masked_model() -> None:
     expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
 
     mod = from_onnx(model, keep_params_in_input=False)
-    rewritten, report = sparsify_module(mod, model, SparsePolicy(max_density=0.4))
+    rewritten, report = sparsify_module(mod, model, SparsePolicy(max_density=0.4, max_density_narrow=0.4))
     by_weight = {d.weight: d for d in report}
     assert {k for k, d in by_weight.items() if d.sparse} == {"c1", "c2", "fc", "mm"}
     assert not by_weight["c3"].sparse and "crossover" in by_weight["c3"].reason
@@ -95,6 +95,22 @@ def test_policy_keeps_everything_dense_when_the_crossover_is_never_reached() -> 
     rewritten, report = sparsify_module(mod, model, SparsePolicy(max_density=0.01))
     assert len(report) == 5 and not any(d.sparse for d in report)
     assert "R.call_tir" not in rewritten.script()
+
+
+def test_untuned_module_policy_rewrites_every_annotated_layer() -> None:
+    model, _ = _pruned_model()
+    rewritten, report = sparsify_module(from_onnx(model, keep_params_in_input=False), model,
+                                        SparsePolicy.for_untuned_module())
+    assert len(report) == 5 and all(d.sparse for d in report)
+    assert "R.nn.conv2d" not in rewritten.script() and rewritten.script().count("R.call_tir") == 5
+
+
+def test_default_policy_keeps_a_moderately_sparse_narrow_matmul_dense() -> None:
+    model, _ = _pruned_model()
+    _, report = sparsify_module(from_onnx(model, keep_params_in_input=False), model)
+    mm = next(d for d in report if d.weight == "mm")
+    assert mm.density > 0.1 and not mm.sparse and "narrow matmul (N=2" in mm.reason
+    assert next(d for d in report if d.weight == "c2").sparse  # convs are not subject to the narrow rule
 
 
 def test_weights_without_a_record_are_reported_dense() -> None:
