@@ -104,7 +104,7 @@ def zeroth_order(model_onnx, xa, ya, xt, yt, config) -> dict:
 
 
 def throughput(model, model_onnx, x, y, q: int, repeats: int) -> dict:
-    """Queries/s of one RGE step: naive torch loop vs batched ORT engine with feature reuse."""
+    """Queries/s of one RGE step: naive torch loop vs the ORT engine (whole model, reuse, reuse + batched)."""
     import torch
     import torch.nn.functional as F
 
@@ -130,7 +130,12 @@ def throughput(model, model_onnx, x, y, q: int, repeats: int) -> dict:
                     p.sub_(u, alpha=1e-3)
 
     engine = OrtEngine(model_onnx, SELECTOR)
+    whole = OrtEngine(model_onnx, SELECTOR, reuse_features=False)
     cfg = RGEConfig(q=q, mu=1e-3)
+
+    def ort_loop_full_step() -> None:
+        whole.set_batch({"input": xb}, yb)
+        rge(whole.loss, whole.theta, cfg, seed=0)
 
     def ort_batched_step() -> None:
         engine.set_batch({"input": xb}, yb)
@@ -141,11 +146,13 @@ def throughput(model, model_onnx, x, y, q: int, repeats: int) -> dict:
         rge(engine.loss, engine.theta, cfg, seed=0)
 
     times = {name: _median_time(fn, repeats) for name, fn in
-             (("torch_naive", torch_step), ("ort_loop_reuse", ort_loop_step), ("ort_batched_reuse", ort_batched_step))}
+             (("torch_naive", torch_step), ("ort_loop_full", ort_loop_full_step), ("ort_loop_reuse", ort_loop_step),
+              ("ort_batched_reuse", ort_batched_step))}
     qps = {name: (q + 1) / t for name, t in times.items()}
     return {"q": q, "batch": BATCH, "step_seconds": times, "queries_per_s": qps,
             "ratio_batched_vs_torch": qps["ort_batched_reuse"] / qps["torch_naive"],
-            "ratio_loop_vs_torch": qps["ort_loop_reuse"] / qps["torch_naive"]}
+            "ratio_loop_vs_torch": qps["ort_loop_reuse"] / qps["torch_naive"],
+            "ratio_full_loop_vs_torch": qps["ort_loop_full"] / qps["torch_naive"]}
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -267,6 +274,10 @@ def main() -> None:
 
     clean, shifted = accuracy(split.x_test, yt), accuracy(xt, yt)
     print(f"clean {clean:.4f}  rotated {shifted:.4f}", flush=True)
+    # timed first, before the finetunes leave sessions and allocations behind
+    speed = throughput(model, model_onnx, xa, ya, args.queries, args.repeats)
+    print(f"queries/s  torch naive {speed['queries_per_s']['torch_naive']:.1f}  ORT batched+reuse "
+          f"{speed['queries_per_s']['ort_batched_reuse']:.1f}  ratio {speed['ratio_batched_vs_torch']:.2f}", flush=True)
     fo = first_order(model, xa, ya, xt, yt, args.fo_steps, args.fo_lr, seed=0)
     print(f"FO  {fo['accuracy']:.4f} after {fo['steps']} steps", flush=True)
     config = FinetuneConfig(selector=SELECTOR, estimator="rge", queries=args.queries, steps=args.zo_steps,
@@ -274,9 +285,6 @@ def main() -> None:
     zo = zeroth_order(model_onnx, xa, ya, xt, yt, config)
     print(f"ZO  {zo['accuracy']:.4f} after {zo['queries']} queries ({zo['seconds']:.0f} s)", flush=True)
     recovery = (zo["accuracy"] - shifted) / (fo["accuracy"] - shifted) if fo["accuracy"] > shifted else float("nan")
-    speed = throughput(model, model_onnx, xa, ya, args.queries, args.repeats)
-    print(f"queries/s  torch naive {speed['queries_per_s']['torch_naive']:.1f}  ORT batched+reuse "
-          f"{speed['queries_per_s']['ort_batched_reuse']:.1f}  ratio {speed['ratio_batched_vs_torch']:.2f}", flush=True)
     onnx_path = args.out.parent / "zo_finetune_model.onnx"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(onnx_path, model_onnx.SerializeToString())

@@ -35,8 +35,14 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """CPU session options: no busy-waiting worker threads between runs.
+
+    ZO interleaves engine runs with numpy work (perturbing θ, the loss); spinning ORT workers would
+    steal those cycles (and a device's power) while waiting for the next run.
+    """
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
