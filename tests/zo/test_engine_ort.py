@@ -100,3 +100,17 @@ def test_a_trainable_conv_bias_moves_the_convolution_into_the_prefix():
     assert "Conv" not in [n.op_type for n in engine.split.suffix.graph.node]
     x = rng.standard_normal((4, 2, 5, 5)).astype(np.float32)
     np.testing.assert_allclose(engine.predict({"input": x}), _reference_logits(model, x), rtol=1e-5, atol=1e-6)
+
+
+def test_process_pool_spreads_perturbed_copies_over_workers(mlp, data):
+    from tridesign.deploy.zo.parallel import ProcessPoolLoss
+
+    x, y = data
+    engine = OrtEngine(mlp, "fc2.*")
+    engine.set_batch({"input": x[:32]}, y[:32])
+    thetas = engine.theta[None] + 0.1 * np.random.default_rng(1).standard_normal((5, engine.dim)).astype(np.float32)
+    pool = ProcessPoolLoss(mlp, "fc2.*", {"input": x[:32]}, y[:32], workers=2)
+    try:
+        np.testing.assert_allclose(pool(thetas), engine.loss_batched(thetas), rtol=1e-5)
+    finally:
+        pool.close()
