@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean test-cross
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+# Opt-in: an aarch64 artifact run under qemu-user in an arm64 Debian root (docs/targets.md).
+test-cross: $(STAMP)
+	bash scripts/cross_root.sh .cross/arm64-root
+	TRIDESIGN_CROSS=1 $(BIN)/python -m pytest tests/tvm/test_cross.py -m cross -v
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/compile_latency.py

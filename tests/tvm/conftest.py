@@ -8,10 +8,61 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from tridesign.compiler.backends.tvm import TvmBackend
 from tridesign.compiler.options import CompileOptions
+
+
+def odd_names_model():
+    """Two outputs (a tuple in Relax), every name with '/' and ':', and a symbolic batch axis."""
+    w = numpy_helper.from_array(np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3), "enc/w:0")
+    nodes = [
+        helper.make_node("MatMul", ["in/x:0", "enc/w:0"], ["mm/out:0"], name="enc/matmul:0"),
+        helper.make_node("Relu", ["mm/out:0"], ["out/relu:0"], name="act/relu:0"),
+        helper.make_node("Sigmoid", ["mm/out:0"], ["out/sig:1"], name="act/sig:1"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "odd",
+        [helper.make_tensor_value_info("in/x:0", TensorProto.FLOAT, ["N", 4])],
+        [
+            helper.make_tensor_value_info("out/relu:0", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("out/sig:1", TensorProto.FLOAT, ["N", 3]),
+        ],
+        [w],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def conv_model():
+    """One 3x3 convolution + ReLU on 1x8x16x16: a kernel MetaSchedule can tune in a few trials."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.1, "conv/w")
+    nodes = [
+        helper.make_node("Conv", ["x", "conv/w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["y"], name="relu"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [w],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.fixture
+def odd_model():
+    return odd_names_model()
+
+
+@pytest.fixture
+def small_conv_model():
+    return conv_model()
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from tridesign.compiler.backends.tvm import kernel_op_type
 from tridesign.compiler.options import CompileOptions
@@ -59,30 +59,9 @@ def test_module_loads_in_a_fresh_process(tvm_resnet20):
     assert logits.shape == (1, 10) and np.isfinite(logits).all()
 
 
-def odd_names_model():
-    """Two outputs (a tuple in Relax), every name with '/' and ':', and a symbolic batch axis."""
-    w = numpy_helper.from_array(np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3), "enc/w:0")
-    nodes = [
-        helper.make_node("MatMul", ["in/x:0", "enc/w:0"], ["mm/out:0"], name="enc/matmul:0"),
-        helper.make_node("Relu", ["mm/out:0"], ["out/relu:0"], name="act/relu:0"),
-        helper.make_node("Sigmoid", ["mm/out:0"], ["out/sig:1"], name="act/sig:1"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "odd",
-        [helper.make_tensor_value_info("in/x:0", TensorProto.FLOAT, ["N", 4])],
-        [
-            helper.make_tensor_value_info("out/relu:0", TensorProto.FLOAT, ["N", 3]),
-            helper.make_tensor_value_info("out/sig:1", TensorProto.FLOAT, ["N", 3]),
-        ],
-        [w],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
-def test_names_with_slash_and_colon_and_tuple_outputs(tvm_backend, tmp_path, empty_db):
+def test_names_with_slash_and_colon_and_tuple_outputs(tvm_backend, tmp_path, empty_db, odd_model):
     path = tmp_path / "odd.onnx"
-    onnx.save(odd_names_model(), path)
+    onnx.save(odd_model, path)
     out = tmp_path / "art"
     out.mkdir()
     result = tvm_backend.compile(path, out, CompileOptions(backend="tvm", batch=2, tuning_db=empty_db))

@@ -1,0 +1,40 @@
+"""MetaSchedule on one small convolution: records land in the database, compile applies them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from tridesign.compiler import tuning
+from tridesign.compiler.options import CompileOptions
+from tridesign.compiler.targets import get_target
+
+
+def test_tune_then_compile_reuses_the_database(tvm_backend, tmp_path, small_conv_model):
+    db = tmp_path / "db"
+    report = tuning.tune_model(small_conv_model, "host", 8, db_dir=db, quiet=True)
+    assert report["records_added"] >= 1 and report["kernels_tuned"] >= 1
+    records = (db / "database_tuning_record.json").read_text().splitlines()
+    assert len(records) == report["records_added"]  # appended as measured: what survives an interrupt
+    assert all(len(json.loads(line)[1][1]) >= 1 for line in records)  # each record holds run times
+
+    path = tmp_path / "conv.onnx"
+    onnx.save(small_conv_model, path)
+    out = tmp_path / "art"
+    out.mkdir()
+    result = tvm_backend.compile(path, out, CompileOptions(backend="tvm", tuning_db=db))
+    assert result.tuned and result.tuning["kernels_tuned"] >= 1
+    assert "tuning/database_tuning_record.json" in result.files and (out / "tuning" / "database_tuning_record.json").is_file()
+    x = np.random.default_rng(0).standard_normal((1, 8, 16, 16)).astype(np.float32)
+    got = tvm_backend.load(out, {}).run({"x": x})["y"]
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_default_database_is_per_target(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    host, pi = tuning.default_db_dir(get_target("host")), tuning.default_db_dir(get_target("raspberry-pi-5"))
+    assert host.parent == pi.parent == tmp_path / "tridesign" / "tuning" and host != pi
