@@ -49,3 +49,25 @@ def test_int8_qdq_per_channel(resnet, tmp_path) -> None:
 def test_needs_calibration(tmp_path) -> None:
     with pytest.raises(UsageError):
         quantize_int8(tmp_path / "a.onnx", tmp_path / "b.onnx", [])
+
+
+def test_int8_keeps_sparsity_annotations(resnet, example, tmp_path) -> None:
+    from tridesign.compiler.annotations import read_weight_sparsity
+    from tridesign.compiler.sparsity import annotate_exported, prune_torch
+    from tridesign.compiler.sparsity.inspect import layer_rows
+
+    report = prune_torch(resnet, "nm:2:4", example)
+    model = torch_to_onnx(resnet, example, ("logits",))
+    annotate_exported(model, report)
+    onnx.save(model, tmp_path / "fp32.onnx")
+    quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", [example])
+    q = onnx.load(tmp_path / "int8.onnx")
+    records = read_weight_sparsity(q)
+    inits = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
+    quantized = [n for n in records if inits.get(n) is not None and inits[n].dtype == np.int8]
+    assert len(quantized) >= 20  # the conv weights, now int8, carry their records
+    for name in quantized:
+        mask = records[name].decoded_mask()
+        assert not inits[name][~mask].any()  # symmetric int8 keeps the zeros
+    rows = layer_rows(q)
+    assert len(rows) == 22 and all(r["pattern"] == "nm:2:4" for r in rows if r["op"] == "Conv")

@@ -62,6 +62,33 @@ def median_latency_ms(sess, inputs: dict[str, np.ndarray], runs: int = LATENCY_R
     return float(np.median(times))
 
 
+def rekey_annotations(fp32: onnx.ModelProto, int8: onnx.ModelProto) -> None:
+    """Move weight-sparsity records from the fp32 weight names to the int8 initializers that replace them.
+
+    The quantizer keeps node names, so a Conv/Gemm/MatMul is matched by name and its new weight
+    operand (behind the DequantizeLinear) takes the record; records of weights that were not
+    quantized keep their name.
+    """
+    from tridesign.compiler.annotations import WEIGHT_KEY, read_weight_sparsity, write_weight_sparsity
+    from tridesign.compiler.sparsity.onnx_prune import weight_graph, weight_operand
+
+    records = read_weight_sparsity(fp32)
+    if not records:
+        return
+    fp32_graph, int8_graph = weight_graph(fp32), weight_graph(int8)
+    old = {n.name: weight_operand(fp32, n, fp32_graph) for n in fp32.graph.node if n.name}
+    moved = dict(records)
+    for node in int8.graph.node:
+        before = old.get(node.name)
+        after = weight_operand(int8, node, int8_graph) if node.name in old else None
+        if before in records and after and after != before:
+            moved[after] = moved.pop(before, records[before])
+    for prop in list(int8.metadata_props):
+        if prop.key == WEIGHT_KEY:
+            int8.metadata_props.remove(prop)
+    write_weight_sparsity(int8, moved)
+
+
 def quantize_int8(
     onnx_path: Path,
     out_path: Path,
@@ -97,6 +124,7 @@ def quantize_int8(
             calibrate_method=CalibrationMethod.MinMax,
         )
         model = onnx.load(str(raw))
+        rekey_annotations(onnx.load(str(onnx_path), load_external_data=False), model)
         model.metadata_props.add(key="tridesign.quantization", value="int8 QDQ, per-channel weights, MinMax")
         with atomic_file(out_path) as handle:
             handle.write(model.SerializeToString())

@@ -19,7 +19,7 @@ from onnx import numpy_helper
 
 from tridesign.compiler.annotations import read_weight_sparsity
 from tridesign.compiler.graph_stats import _shapes
-from tridesign.compiler.sparsity.onnx_prune import weight_initializers
+from tridesign.compiler.sparsity.onnx_prune import weight_graph, weight_initializers, weight_operand
 from tridesign.errors import TridesignError, UsageError
 
 MODEL_FILE = "model.onnx"
@@ -58,12 +58,15 @@ def layer_rows(model: onnx.ModelProto, manifest: dict[str, Any] | None = None) -
     shapes = _shapes(model)
     inits = {i.name: i for i in model.graph.initializer}
     kinds = weight_initializers(model)
+    graph = weight_graph(model)
     decisions, fallback = _execution(manifest)
     rows = []
     for node in model.graph.node:
-        if len(node.input) < 2 or node.input[1] not in kinds:
+        if node.op_type not in ("Conv", "Gemm", "MatMul"):
             continue
-        name = node.input[1]
+        name = weight_operand(model, node, graph)
+        if name not in kinds:
+            continue
         weight = numpy_helper.to_array(inits[name])
         rec = records.get(name)
         density = rec.density if rec else float(np.count_nonzero(weight)) / weight.size

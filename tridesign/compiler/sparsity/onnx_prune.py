@@ -28,21 +28,55 @@ from tridesign.compiler.sparsity.spec import SpecPlan, load_plan
 from tridesign.errors import TridesignError, UsageError
 
 
+class _Graph:
+    """Initializers and producers by name, built once per model."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.inits = {i.name: i for i in model.graph.initializer}
+        self.producers = {out: n for n in model.graph.node for out in n.output}
+
+
+def weight_operand(model: onnx.ModelProto, node: onnx.NodeProto, graph: _Graph | None = None) -> str | None:
+    """The initializer behind a node's weight input: itself, or the int8 tensor a QDQ graph dequantizes."""
+    graph = graph or _Graph(model)
+    inits = graph.inits
+    if len(node.input) < 2:
+        return None
+    name = node.input[1]
+    if name in inits:
+        return name
+    producer = graph.producers.get(name)
+    if producer is not None and producer.op_type == "DequantizeLinear" and producer.input[0] in inits:
+        return producer.input[0]
+    return None
+
+
+def weight_graph(model: onnx.ModelProto) -> _Graph:
+    return _Graph(model)
+
+
 def weight_initializers(model: onnx.ModelProto) -> dict[str, bool]:
-    """Initializer name -> stored (in, out), for the weight operand of Conv, Gemm and MatMul."""
-    inits = {i.name: i for i in model.graph.initializer}
+    """Initializer name -> stored (in, out), for the weight operand of Conv, Gemm and MatMul.
+
+    In a QDQ (int8) graph the weight is the quantized initializer behind the DequantizeLinear;
+    symmetric quantization maps zero to zero, so its zeros are the fp32 zeros.
+    """
+    graph = _Graph(model)
     found: dict[str, bool] = {}
     for node in model.graph.node:
-        if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2 or node.input[1] not in inits:
+        if node.op_type not in ("Conv", "Gemm", "MatMul"):
             continue
-        dims = len(inits[node.input[1]].dims)
+        weight = weight_operand(model, node, graph)
+        if weight is None:
+            continue
+        dims = len(graph.inits[weight].dims)
         if node.op_type == "Conv" and dims >= 3:
-            found[node.input[1]] = False
+            found[weight] = False
         elif node.op_type == "Gemm" and dims == 2:
             trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-            found[node.input[1]] = not trans_b
+            found[weight] = not trans_b
         elif node.op_type == "MatMul" and dims == 2:
-            found[node.input[1]] = True
+            found[weight] = True
     return found
 
 
