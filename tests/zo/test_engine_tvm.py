@@ -26,3 +26,28 @@ def test_tvm_engine_matches_ort_and_finetunes(mlp, data):
     assert evaluate(tvm_engine, {"input": x}, y)["loss"] < 0.8 * before
     with pytest.raises(UsageError, match="compiled for batches of 64"):
         tvm_engine.set_batch({"input": x[:10]}, y[:10])
+
+
+def test_tvm_engine_runs_where_torch_is_not_installed(mlp, tmp_path):
+    """apache-tvm-ffi imports torch eagerly when it is installed; a device has none, so hide it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "mlp.onnx"
+    path.write_bytes(mlp.SerializeToString())
+    code = f"""
+import sys
+sys.modules["torch"] = None  # 'import torch' now raises ImportError, as on a device without torch
+import numpy as np, onnx
+from tridesign.deploy.zo.engine_tvm import TvmEngine
+from tridesign.deploy.zo.finetune import FinetuneConfig, finetune
+engine = TvmEngine(onnx.load({str(path)!r}), "fc2.*", batch=16)
+x = np.random.default_rng(0).standard_normal((32, 16)).astype(np.float32)
+r = finetune(engine, {{"input": x}}, np.arange(32) % 4, FinetuneConfig(selector="fc2.*", queries=4, steps=2, batch=16))
+assert r.queries == 10
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("ok")
