@@ -56,13 +56,22 @@ class TargetSpec:
 
     @property
     def runs_here(self) -> bool:
-        """Whether an artifact for this target can be executed on this machine (CPU only, same ISA)."""
-        return self.device is None and not self.is_cross
+        """Whether an artifact for this target can be executed on this machine (same ISA, GPU present)."""
+        if self.is_cross:
+            return False
+        return self.device is None or cuda_present()
 
     def key(self) -> str:
         """A short stable hash of the target JSON, naming its tuning database directory."""
         blob = json.dumps(self.tvm_json(), sort_keys=True).encode()
         return f"{self.name.replace(':', '-')}-{hashlib.sha256(blob).hexdigest()[:12]}"
+
+
+def cuda_present() -> bool:
+    """An NVIDIA GPU the TVM runtime can use (CUDA code is generated without one, but not run)."""
+    import tvm
+
+    return bool(tvm.cuda(0).exist)
 
 
 def _cpuinfo_flags(text: str) -> set[str]:

@@ -165,7 +165,7 @@ class TvmSession:
         self.input_names: list[str] = [i["name"] for i in io["inputs"]]
         self.output_names: list[str] = list(io["outputs"])
         self._dtypes = {i["name"]: i["dtype"] for i in io["inputs"]}
-        self.device = tvm.cpu()
+        self.device = tvm.cuda(0) if spec is not None and spec.device is not None else tvm.cpu()
         self.module = tvm.runtime.load_module(str(module_path))
         self.vm = relax.VirtualMachine(self.module, self.device)
 
@@ -274,8 +274,10 @@ class TvmBackend:
             if symbol.startswith("vm.builtin."):
                 return 0
             if before_run:
+                session.device.sync()
                 state["start"] = time.perf_counter()
                 return 0
+            session.device.sync()  # GPU kernels launch asynchronously: time them to completion
             elapsed = time.perf_counter() - state["start"]
             count = state["seen"].get(symbol, 0)
             state["seen"][symbol] = count + 1
