@@ -103,7 +103,7 @@ def zeroth_order(model_onnx, xa, ya, xt, yt, config) -> dict:
             "config": {k: v for k, v in config.__dict__.items()}}
 
 
-def throughput(model, model_onnx, x, y, q: int, repeats: int) -> dict:
+def throughput(model, model_onnx, x, y, q: int, repeats: int, threads: int) -> dict:
     """Queries/s of one RGE step: naive torch loop vs the ORT engine (whole model, reuse, reuse + batched)."""
     import torch
     import torch.nn.functional as F
@@ -129,8 +129,8 @@ def throughput(model, model_onnx, x, y, q: int, repeats: int) -> dict:
                 for p, u in zip(params, us):
                     p.sub_(u, alpha=1e-3)
 
-    engine = OrtEngine(model_onnx, SELECTOR)
-    whole = OrtEngine(model_onnx, SELECTOR, reuse_features=False)
+    engine = OrtEngine(model_onnx, SELECTOR, threads=threads)
+    whole = OrtEngine(model_onnx, SELECTOR, reuse_features=False, threads=threads)
     cfg = RGEConfig(q=q, mu=1e-3)
 
     def ort_loop_full_step() -> None:
@@ -149,7 +149,7 @@ def throughput(model, model_onnx, x, y, q: int, repeats: int) -> dict:
              (("torch_naive", torch_step), ("ort_loop_full", ort_loop_full_step), ("ort_loop_reuse", ort_loop_step),
               ("ort_batched_reuse", ort_batched_step))}
     qps = {name: (q + 1) / t for name, t in times.items()}
-    return {"q": q, "batch": BATCH, "step_seconds": times, "queries_per_s": qps,
+    return {"q": q, "batch": BATCH, "threads": threads, "step_seconds": times, "queries_per_s": qps,
             "ratio_batched_vs_torch": qps["ort_batched_reuse"] / qps["torch_naive"],
             "ratio_loop_vs_torch": qps["ort_loop_reuse"] / qps["torch_naive"],
             "ratio_full_loop_vs_torch": qps["ort_loop_full"] / qps["torch_naive"]}
@@ -236,6 +236,9 @@ def main() -> None:
     parser.add_argument("--fo-steps", type=int, default=100)
     parser.add_argument("--fo-lr", type=float, default=0.05)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch and the ORT engines in the throughput comparison (same for both); "
+                             "1 by default: on an oversubscribed VM, 2 spinning OpenMP threads make torch ~10x slower")
     parser.add_argument("--part", choices=("finetune", "aeds"), default="finetune",
                         help="finetune: the domain-shift goals; aeds: ZO-AE-DS latent vs pixel (writes --out too)")
     parser.add_argument("--aeds-steps", type=int, default=60)
@@ -262,7 +265,7 @@ def main() -> None:
     from tridesign.deploy.zo.finetune import FinetuneConfig
     from tridesign.models.digits import load_digits_split, load_trained_resnet20
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     split = load_digits_split()
     model = load_trained_resnet20("tiny").eval()
     xa, xt = rotated(split.x_train, 1), rotated(split.x_test, 2)
@@ -275,7 +278,7 @@ def main() -> None:
     clean, shifted = accuracy(split.x_test, yt), accuracy(xt, yt)
     print(f"clean {clean:.4f}  rotated {shifted:.4f}", flush=True)
     # timed first, before the finetunes leave sessions and allocations behind
-    speed = throughput(model, model_onnx, xa, ya, args.queries, args.repeats)
+    speed = throughput(model, model_onnx, xa, ya, args.queries, args.repeats, args.threads)
     print(f"queries/s  torch naive {speed['queries_per_s']['torch_naive']:.1f}  ORT batched+reuse "
           f"{speed['queries_per_s']['ort_batched_reuse']:.1f}  ratio {speed['ratio_batched_vs_torch']:.2f}", flush=True)
     fo = first_order(model, xa, ya, xt, yt, args.fo_steps, args.fo_lr, seed=0)
