@@ -88,6 +88,8 @@ def bench_digits(args, work: Path, log) -> dict:
     dense_acc = ort_accuracy(dense_path)
     rows = []
     for method, make in METHODS.items():
+        if method not in args.methods:
+            continue
         for level in args.levels:
             spec = make(level)
             model = copy.deepcopy(base)
@@ -136,8 +138,8 @@ def bench_resnet18(args, work: Path, log) -> dict:
     dense_ms = ort_latency(base, one, dense_path, args.runs_r18, args.threads)
     rows = []
     for method, make in METHODS.items():
-        if method == "zograsp":
-            continue  # 11.7 M parameters x 2 x 192 RGE queries: hours here; ZO-GraSP is timed on ResNet-20
+        if method == "zograsp" or method not in args.methods:
+            continue  # ZO-GraSP: 11.7 M parameters x 2 x 192 RGE queries: hours here; ZO-GraSP is timed on ResNet-20
         for level in args.levels:
             spec = make(level)
             model = copy.deepcopy(base)
@@ -159,6 +161,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="tiny", choices=("tiny", "paper"), help="ResNet-20 width (8 or 16)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--levels", type=float, nargs="+", default=[0.5, 0.7, 0.9])
     parser.add_argument("--finetune-steps", type=int, default=60)
     parser.add_argument("--runs", type=int, default=50, help="timed runs per digits model (after warm-up)")
