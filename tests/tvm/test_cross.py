@@ -41,7 +41,8 @@ np.save(work + "/output.npy", vm["main"](tvm.runtime.tensor(x)).numpy())
 
 def run_in_root(*command: str) -> subprocess.CompletedProcess:
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": SITE, "HOME": "/root"}
-    return subprocess.run(["chroot", str(ROOT), *command], env=env, capture_output=True, text=True, timeout=900)
+    chroot = shutil.which("chroot") or "/usr/sbin/chroot"
+    return subprocess.run([chroot, str(ROOT), *command], env=env, capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture(scope="module")
