@@ -10,9 +10,9 @@ through a TVM RPC tracker (`RemoteRunner`).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path

@@ -20,7 +20,7 @@ import numpy as np
 
 from tridesign.compiler.backends.base import CompileResult, LayerTiming
 from tridesign.compiler.options import CompileOptions
-from tridesign.compiler.targets import TargetSpec, get_target
+from tridesign.compiler.targets import TargetSpec, cross_compiler_available, get_target
 from tridesign.errors import TridesignError
 
 IO_FILE = "tvm_io.json"
@@ -126,7 +126,7 @@ def export(executable: Any, spec: TargetSpec, out_dir: Path) -> tuple[str, list[
     if spec.cross_compiler is None:
         name = "module.so"
         executable.export_library(str(out_dir / name))
-    elif cross_compiler_present(spec):
+    elif cross_compiler_available(spec):
         name = "module.so"
         executable.export_library(str(out_dir / name), fcompile=cc.cross_compiler(spec.cross_compiler))
     else:
@@ -137,12 +137,6 @@ def export(executable: Any, spec: TargetSpec, out_dir: Path) -> tuple[str, list[
             "or install the cross toolchain (scripts/cross_root.sh) and compile again"
         )
     return name, notes
-
-
-def cross_compiler_present(spec: TargetSpec) -> bool:
-    from tridesign.compiler.targets import cross_compiler_available
-
-    return cross_compiler_available(spec)
 
 
 class TvmSession:
@@ -244,7 +238,8 @@ class TvmBackend:
         module_name, export_notes = export(executable, spec, out_dir)
         notes += export_notes
         files = [module_name, IO_FILE]
-        files += tuning.copy_database(db_dir, out_dir / "tuning", relative_to=out_dir) if applied else []
+        if tuning.has_records(db_dir):  # the records this build saw, so it can be reproduced from the artifact
+            files += tuning.copy_database(db_dir, out_dir / "tuning", relative_to=out_dir)
         (out_dir / IO_FILE).write_text(json.dumps({"target": spec.name, "module": module_name, **io}, indent=2))
         return CompileResult(
             files=files,
