@@ -14,8 +14,8 @@ from tridesign.compiler.options import CompileOptions
 from tridesign.compiler.targets import get_target
 
 
-# About a minute on an idle 2-core machine (every builder/runner pool start imports TVM in a fresh
-# worker); 9 minutes measured on the shared, overloaded development VM, hence `slow`.
+# 9 minutes measured on the shared development VM (load average ~12 on 2 cores), most of it TVM
+# imports in fresh builder/runner workers; hence `slow`.
 @pytest.mark.slow
 def test_tune_then_compile_reuses_the_database(tvm_backend, tmp_path, small_conv_model):
     db = tmp_path / "db"
