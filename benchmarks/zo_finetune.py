@@ -200,7 +200,7 @@ def peak_memory(onnx_path: Path, q: int) -> dict:
 AEDS_MODES = ("fo-pixel", "zo-pixel-rge", "zo-latent-rge", "zo-latent-cge")
 
 
-def aeds(steps: int, q: int, sigma: float, pretrain_steps: int) -> dict:
+def aeds(steps: int, q: int, sigma: float, pretrain_steps: int, seed: int = 0) -> dict:
     """ZO-AE-DS: latent- vs pixel-space ZO at equal query budgets (q + 1 per sample per step)."""
     import torch
 
@@ -208,8 +208,8 @@ def aeds(steps: int, q: int, sigma: float, pretrain_steps: int) -> dict:
 
     torch.set_num_threads(2)
     xa, ya, xt, yt = A.digits_1ch()
-    base = A.build_models(0)
-    A.pretrain(base, xa, ya, sigma, pretrain_steps)
+    base = A.build_models(seed)
+    A.pretrain(base, xa, ya, sigma, pretrain_steps, seed=seed)
     with torch.no_grad():
         plain = float((base.classifier(torch.from_numpy(xt) + sigma * torch.randn(xt.shape, generator=torch.Generator().manual_seed(1))).argmax(1).numpy() == yt).mean())
     rows = {"no_denoiser": plain, "stage1_pixel": A.noisy_accuracy(base, xt, yt, sigma, False),
@@ -217,12 +217,12 @@ def aeds(steps: int, q: int, sigma: float, pretrain_steps: int) -> dict:
     for mode in AEDS_MODES:
         models = copy.deepcopy(base)
         start = time.perf_counter()
-        run = A.train_stage2(models, xa, mode, steps, q, sigma)
+        run = A.train_stage2(models, xa, mode, steps, q, sigma, seed=seed)
         rows[mode] = {**run, "accuracy": A.noisy_accuracy(models, xt, yt, sigma, "latent" in mode),
                       "seconds": time.perf_counter() - start}
         print(f"{mode:15s} {rows[mode]['accuracy']:.4f}", flush=True)
     latent_best = max(rows["zo-latent-rge"]["accuracy"], rows["zo-latent-cge"]["accuracy"])
-    return {"sigma": sigma, "steps": steps, "q": q, "d_pixel": 1024, "d_latent": 64, "results": rows,
+    return {"seed": seed, "sigma": sigma, "steps": steps, "q": q, "d_pixel": 1024, "d_latent": 64, "results": rows,
             "paper_finding_holds": latent_best > rows["zo-pixel-rge"]["accuracy"]}
 
 
@@ -245,12 +245,13 @@ def main() -> None:
     parser.add_argument("--aeds-q", type=int, default=64)
     parser.add_argument("--aeds-sigma", type=float, default=1.0)
     parser.add_argument("--aeds-pretrain", type=int, default=150)
+    parser.add_argument("--aeds-seed", type=int, default=0)
     args = parser.parse_args()
     args.out = args.out or ROOT / "benchmarks/results" / ("zo_aeds.json" if args.part == "aeds" else "zo_finetune.json")
     if args.part == "aeds":
         from tridesign.atomic import write_bytes_atomic
 
-        result = {"benchmark": "zo_finetune/aeds", **aeds(args.aeds_steps, args.aeds_q, args.aeds_sigma, args.aeds_pretrain),
+        result = {"benchmark": "zo_finetune/aeds", **aeds(args.aeds_steps, args.aeds_q, args.aeds_sigma, args.aeds_pretrain, args.aeds_seed),
                   "command": "benchmarks/zo_finetune.py " + " ".join(sys.argv[1:])}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(args.out, json.dumps(result, indent=2).encode())

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import onnx
@@ -25,6 +25,28 @@ from tridesign.deploy.zo.optimizers import make_optimizer
 from tridesign.errors import TridesignError, UsageError
 
 CHECKPOINT_FORMAT = "tridesign-zo-checkpoint/1"
+
+
+class ZOEngine(Protocol):
+    """What the loop needs from an engine (`OrtEngine`, `TvmEngine`)."""
+
+    theta: np.ndarray
+    loss_fn: Any
+
+    @property
+    def dim(self) -> int: ...
+
+    def set_batch(self, inputs: dict[str, np.ndarray], labels: np.ndarray) -> None: ...
+
+    def loss(self, theta: np.ndarray) -> float: ...
+
+    def loss_batched(self, thetas: np.ndarray) -> np.ndarray: ...
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> np.ndarray: ...
+
+    def finetuned_model(self) -> onnx.ModelProto: ...
+
+    params: list  # tridesign.deploy.zo.params.Param, in θ order
 
 
 @dataclass(frozen=True)
@@ -88,7 +110,7 @@ def load_data(path: Path, input_names: list[str]) -> tuple[dict[str, np.ndarray]
     return inputs, np.asarray(data["y"]).astype(np.int64)
 
 
-def active_coordinates(engine: OrtEngine) -> np.ndarray:
+def active_coordinates(engine: ZOEngine) -> np.ndarray:
     """Coordinates sparse CGE may query: nonzero entries of weight tensors, all of 1-D tensors.
 
     A pruned model (e.g. by ZO-GraSP's per-layer ratios) carries its mask as zeros; querying only
@@ -102,7 +124,7 @@ def active_coordinates(engine: OrtEngine) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
-def estimate(engine: OrtEngine, config: FinetuneConfig, step: int, pool: np.ndarray | None = None) -> ZOGradient:
+def estimate(engine: ZOEngine, config: FinetuneConfig, step: int, pool: np.ndarray | None = None) -> ZOGradient:
     """One gradient estimate at step `step` on the bound batch (CGE draws coordinates from `pool`)."""
     batched = engine.loss_batched if config.batched else None
     seed = int(np.random.SeedSequence((config.seed, step, 1)).generate_state(1)[0])
@@ -122,7 +144,7 @@ def estimate(engine: OrtEngine, config: FinetuneConfig, step: int, pool: np.ndar
 
 
 def finetune(
-    engine: OrtEngine,
+    engine: ZOEngine,
     inputs: dict[str, np.ndarray],
     labels: np.ndarray,
     config: FinetuneConfig,
@@ -161,7 +183,7 @@ def finetune(
     return FinetuneResult(losses, queries, engine.theta.copy(), resumed_from=start)
 
 
-def _save(path: Path, engine: OrtEngine, optimizer, config: FinetuneConfig, step: int, queries: int, losses: list[float]) -> None:
+def _save(path: Path, engine: ZOEngine, optimizer, config: FinetuneConfig, step: int, queries: int, losses: list[float]) -> None:
     state = optimizer.state_dict()
     arrays = {f"opt.{k}": v for k, v in state.items() if isinstance(v, np.ndarray)}
     meta = {
@@ -182,7 +204,7 @@ def _save(path: Path, engine: OrtEngine, optimizer, config: FinetuneConfig, step
             os.unlink(tmp)
 
 
-def _restore(path: Path, engine: OrtEngine, optimizer, config: FinetuneConfig) -> tuple[int, int, list[float]]:
+def _restore(path: Path, engine: ZOEngine, optimizer, config: FinetuneConfig) -> tuple[int, int, list[float]]:
     try:
         with np.load(path) as data:
             meta = json.loads(str(data["meta"]))
@@ -199,7 +221,7 @@ def _restore(path: Path, engine: OrtEngine, optimizer, config: FinetuneConfig) -
     return int(meta["step"]), int(meta["queries"]), losses
 
 
-def evaluate(engine: OrtEngine, inputs: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
+def evaluate(engine: ZOEngine, inputs: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
     """Loss and top-1 accuracy at the current θ on all rows."""
     logits = engine.predict(inputs)
     return {
@@ -208,7 +230,7 @@ def evaluate(engine: OrtEngine, inputs: dict[str, np.ndarray], labels: np.ndarra
     }
 
 
-def finetuned_model(engine: OrtEngine, config: FinetuneConfig, result: FinetuneResult) -> onnx.ModelProto:
+def finetuned_model(engine: ZOEngine, config: FinetuneConfig, result: FinetuneResult) -> onnx.ModelProto:
     """The finetuned graph, recording what was done in its metadata."""
     model = engine.finetuned_model()
     model.metadata_props.add(key="tridesign.zo_finetune", value=json.dumps({**asdict(config), "queries_used": result.queries}))
