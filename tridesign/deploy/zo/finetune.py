@@ -31,6 +31,7 @@ class ZOEngine(Protocol):
     """What the loop needs from an engine (`OrtEngine`, `TvmEngine`)."""
 
     theta: np.ndarray
+    params: list  # tridesign.deploy.zo.params.Param, in θ order
     loss_fn: Any
 
     @property
@@ -45,8 +46,6 @@ class ZOEngine(Protocol):
     def predict(self, inputs: dict[str, np.ndarray]) -> np.ndarray: ...
 
     def finetuned_model(self) -> onnx.ModelProto: ...
-
-    params: list  # tridesign.deploy.zo.params.Param, in θ order
 
 
 @dataclass(frozen=True)
