@@ -20,6 +20,7 @@ def test_registered_model_pruned_in_torch_is_annotated_and_verified(tmp_path):
     model = onnx.load(str(tmp_path / "a" / "model.onnx"))
     records = read_weight_sparsity(model)
     assert records, "the exported graph carries the sparsity records"
+    assert manifest["weight_sparsity"] == {k: v.model_dump(mode="json") for k, v in records.items()}
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     for name, record in records.items():
         weight = inits[name]

@@ -132,7 +132,7 @@ def export_model(name: str, config: str, path: Path, batch: int = 1, seed: int =
     import torch
 
     torch.manual_seed(seed)
-    module = spec.build(config).eval()
+    module = spec.instantiate(config)
     model, report = export_verified(spec, module, config, spec.example_inputs(config, batch, seed))
     write_bytes_atomic(Path(path), model.SerializeToString())
     report.path = str(path)

@@ -21,6 +21,7 @@ import onnx
 from tridesign import __version__
 from tridesign.atomic import MANIFEST, atomic_dir, check_writable_parent
 from tridesign.compiler import onnx_io, passes
+from tridesign.compiler.annotations import read_weight_sparsity
 from tridesign.compiler.backends import get_backend
 from tridesign.compiler.export import compare_outputs, export_verified, run_onnxruntime
 from tridesign.compiler.options import CompileOptions
@@ -78,7 +79,7 @@ def resolve_source(source: str, options: CompileOptions) -> Source:
 
     with step(f"building {spec.name}:{options.config} in torch"):
         torch.manual_seed(options.seed)
-        module = spec.build(options.config).eval()
+        module = spec.instantiate(options.config)
     inputs = make_inputs(options.seed)
     prune_report, pruned = passes.prune_registered(module, spec.name, options, inputs)
     with step("exporting to ONNX and verifying against torch"):
@@ -94,7 +95,8 @@ def resolve_source(source: str, options: CompileOptions) -> Source:
         "export": report.to_dict(),
         **pruned,
     }
-    return model, inputs, passes.calibration_batches(make_inputs, options.seed), described
+    calibration = spec.calibration(options.config, options.seed) if spec.calibration else passes.calibration_batches(make_inputs, options.seed)
+    return model, inputs, calibration, described
 
 
 def verify(session_outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -135,6 +137,7 @@ def compile_artifact(source: str, options: CompileOptions, out_dir: Path) -> dic
         with step(f"compiling with {backend.name} for {options.target}"):
             result = backend.compile(tmp / MODEL_FILE, tmp, options)
         compile_s = time.perf_counter() - started
+        compiled = onnx.load(str(tmp / MODEL_FILE), load_external_data=False)
         manifest: dict[str, Any] = {
             "format": "tridesign-artifact/1",
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -150,7 +153,9 @@ def compile_artifact(source: str, options: CompileOptions, out_dir: Path) -> dic
             "compile_seconds": round(compile_s, 3),
             **quantized,
             "versions": package_versions("onnx", "onnxruntime", "apache-tvm", "numpy", "torch"),
-            **onnx_io.io_signature(onnx.load(str(tmp / MODEL_FILE), load_external_data=False)),
+            **onnx_io.io_signature(compiled),
+            # Per weight: method, pattern, density and the bit-packed mask (the same record as in model.onnx).
+            "weight_sparsity": {k: v.model_dump(mode="json") for k, v in read_weight_sparsity(compiled).items()},
         }
         with step("verifying the compiled artifact against ONNX Runtime"):
             session = backend.load(tmp, manifest)

@@ -46,6 +46,18 @@ class ModelSpec:
     dynamic_axes: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
     # Extra facts a model wants in its manifest (architecture source, assumptions).
     notes: Mapping[str, Any] = field(default_factory=dict)
+    # Loads trained weights into a built module (config given); None = random init from the seed.
+    # Kept apart from `build` so sizes can still be counted on the meta device without weights.
+    weights: Callable[["torch.nn.Module", str], None] | None = None
+    # Representative inputs for int8 calibration (task data); None = seeded example inputs.
+    calibration: Callable[[str, int], list[dict[str, np.ndarray]]] | None = None
+
+    def instantiate(self, config: str) -> "torch.nn.Module":
+        """The model of `config` in eval mode, with trained weights where the model has them."""
+        module = self.build(config)
+        if self.weights is not None:
+            self.weights(module, config)
+        return module.eval()
 
     def check_config(self, config: str) -> None:
         if config not in self.configs:

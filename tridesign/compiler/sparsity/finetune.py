@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch
 
 # model name -> task data module; each has train_steps(model, steps, lr, masks=...) and evaluate(model)
-TASK_DATA = {"resnet20": "tridesign.models.digits"}
+TASK_DATA = {"resnet20": "tridesign.models.digits", "resnet20_digits": "tridesign.models.digits"}
 RECOVERY_LR = 0.01
 
 
