@@ -258,7 +258,6 @@ def main() -> None:
         print(f"latent beats pixel: {result['paper_finding_holds']}  wrote {args.out}")
         return
 
-    import onnx
     import torch
 
     from tridesign.atomic import write_bytes_atomic
