@@ -72,7 +72,7 @@ def first_order(model, xa, ya, xt, yt, steps: int, lr: float, seed: int) -> dict
             return f.layer3[1](f.layer3[0](f.layer2(f.layer1(x))))
 
     def head(z):
-        return f.fc(f.pool(block(z)).flatten(1))
+        return f.fc(block(z).mean(dim=(2, 3)))
 
     fa, ft = prefix(xa), prefix(xt)
     opt = torch.optim.SGD(trainable, lr=lr, momentum=0.9)
