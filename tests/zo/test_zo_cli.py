@@ -52,3 +52,13 @@ def test_finetune_command_errors(tmp_path, mlp, data):
     assert bad_params.exit_code != 0 and "matches no float parameter" in str(bad_params.exception)
     bad_est = runner.invoke(app, ["finetune", str(onnx_path), "--params", "fc2.*", "--estimator", "sge", "--data", str(tmp_path / "data.npz")])
     assert "unknown estimator" in str(bad_est.exception)
+
+
+def test_bad_direction_is_a_usage_error(tmp_path, mlp, data):
+    onnx_path = tmp_path / "mlp.onnx"
+    onnx_path.write_bytes(mlp.SerializeToString())
+    x, y = data
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    result = CliRunner().invoke(app, ["finetune", str(onnx_path), "--params", "fc2.*", "--direction", "uniform",
+                                      "--data", str(tmp_path / "data.npz")])
+    assert "unknown RGE direction" in str(result.exception)

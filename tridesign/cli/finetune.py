@@ -22,6 +22,8 @@ def finetune_cmd(
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
     mu: Annotated[float, typer.Option(help="Smoothing radius of the finite differences.")] = 5e-3,
     optimizer: Annotated[str, typer.Option(help="sgd (momentum 0.9) or adam.")] = "sgd",
+    direction: Annotated[str, typer.Option(help="RGE directions: gaussian or sphere (unit sphere, scaled by d).")] = "gaussian",
+    difference: Annotated[str, typer.Option(help="forward (q+1 queries) or central (2q) differences.")] = "forward",
     batch: Annotated[int, typer.Option(help="Mini-batch rows per step.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of batches and perturbations.")] = 0,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (resume after interrupt).")] = 25,
@@ -39,6 +41,7 @@ def finetune_cmd(
 
     config = FinetuneConfig(
         selector=params, estimator=estimator, queries=queries, steps=steps, lr=lr, mu=mu, optimizer=optimizer,
+        direction=direction, difference=difference,
         batch=batch, seed=seed, checkpoint_every=checkpoint_every, sparse=sparse,
     )
     columns = (TextColumn("ZO finetune"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn())

@@ -74,6 +74,9 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.estimator not in ("rge", "cge"):
             raise UsageError(f"unknown estimator {self.estimator!r} (rge or cge)")
+        if self.optimizer not in ("sgd", "adam"):
+            raise UsageError(f"unknown ZO optimizer {self.optimizer!r} (sgd or adam)")
+        RGEConfig(q=self.queries, mu=self.mu, direction=self.direction, difference=self.difference)
         if self.queries < 1 or self.steps < 1 or self.batch < 1:
             raise UsageError("--queries, --steps and --batch must be positive")
 
