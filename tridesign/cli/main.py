@@ -20,7 +20,7 @@ COMMAND_MODULES = [core, finetune, hwsim, sparsity, tune]
 
 app = typer.Typer(
     name="tridesign",
-    help="Edge deployment and data-model-circuit co-design: export, compile, profile, simulate, deploy, finetune.",
+    help="Edge deployment and data-model-circuit co-design: export, compile, tune, profile, simulate, sweep, finetune.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
