@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -32,7 +34,19 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 120) -> N
 
 
 def start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    """A TVM server in its own process group: its session workers must die with it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate the server and the popen workers it forked for sessions (they outlive a plain kill)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    proc.wait(timeout=30)
 
 
 @pytest.fixture
@@ -43,8 +57,7 @@ def rpc_server():
         wait_listening(port, proc)
         yield port
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop(proc)
 
 
 def test_profile_over_rpc(tvm_resnet20, rpc_server):
@@ -73,8 +86,7 @@ def test_profile_through_a_tracker(tvm_resnet20):
     finally:
         for proc in (server, tracker):
             if proc is not None:
-                proc.terminate()
-                proc.wait(timeout=30)
+                stop(proc)
 
 
 def test_unreachable_server_is_a_one_line_error(tvm_resnet20):
