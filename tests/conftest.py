@@ -16,6 +16,27 @@ from onnx import TensorProto, helper, numpy_helper
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def hermetic_cache(tmp_path_factory):
+    """Point the user cache (tuning databases, trained weights) at a fresh directory for the session.
+
+    A developer's tuning records would otherwise change what `compile --backend tvm` builds. Trained
+    digits weights are copied over when present, only to save the minute of training.
+    """
+    real = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tridesign"
+    cache = tmp_path_factory.mktemp("xdg-cache")
+    for weights in real.glob("resnet20_digits_*.pt"):
+        (cache / "tridesign").mkdir(exist_ok=True)
+        shutil.copy2(weights, cache / "tridesign" / weights.name)
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 def run_cli(*args: str, timeout: float = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run `tridesign ARGS` in a subprocess, as a user would."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200")

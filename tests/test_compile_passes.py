@@ -53,3 +53,18 @@ def test_bad_pass_options_fail_before_work(tmp_path, options, message):
     with pytest.raises(UsageError, match=message):
         compile_artifact("resnet20", options, tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_pruned_layers_run_on_sparse_tvm_kernels(tmp_path):
+    manifest = compile_artifact("resnet20", CompileOptions(backend="tvm", prune="block:0.9:4x4"), tmp_path / "s")
+    layers = manifest["sparse_layers"]
+    assert layers and all(d["sparse"] for d in layers), "untuned dense TVM code never beats the sparse kernels"
+    assert set(manifest["weight_sparsity"]) == {d["weight"] for d in layers}
+    assert manifest["verification"]["passed"]
+
+
+def test_cross_target_is_built_but_not_verified_here(tmp_path):
+    manifest = compile_artifact("resnet20", CompileOptions(backend="tvm", target="raspberry-pi-5"), tmp_path / "rpi")
+    assert manifest["verification"]["passed"] is None
+    assert any("--remote" in note for note in manifest["notes"])
+    assert manifest["target"]["name"] == "raspberry-pi-5"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -66,6 +67,16 @@ def test_profile_over_rpc(tvm_resnet20, rpc_server):
     assert report["device"] == "cpu" and report["target"] == "host"
     assert report["latency_ms"]["median"] > 0 and report["latency_ms"]["p99"] >= report["latency_ms"]["median"]
     assert report["module_bytes"] == (out / "module.so").stat().st_size
+
+
+def test_profile_command_remote_option(tvm_resnet20, rpc_server, cli):
+    out, _ = tvm_resnet20
+    done = cli("profile", str(out), "--remote", f"127.0.0.1:{rpc_server}", "--repeat", "3", "--warmup", "1", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["remote"].endswith(str(rpc_server)) and report["latency_ms"]["median"] > 0
+    bad = cli("profile", str(out), "--tracker", "127.0.0.1:9190")
+    assert bad.returncode == 2 and "--tracker needs --key" in bad.stderr
 
 
 def test_profile_through_a_tracker(tvm_resnet20):

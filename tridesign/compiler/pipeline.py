@@ -25,6 +25,7 @@ from tridesign.compiler.annotations import read_weight_sparsity
 from tridesign.compiler.backends import get_backend
 from tridesign.compiler.export import compare_outputs, export_verified, run_onnxruntime
 from tridesign.compiler.options import CompileOptions
+from tridesign.compiler.targets import get_target
 from tridesign.errors import TridesignError, UsageError
 from tridesign.models.registry import get_model
 from tridesign.progress import step
@@ -156,11 +157,19 @@ def compile_artifact(source: str, options: CompileOptions, out_dir: Path) -> dic
             **onnx_io.io_signature(compiled),
             # Per weight: method, pattern, density and the bit-packed mask (the same record as in model.onnx).
             "weight_sparsity": {k: v.model_dump(mode="json") for k, v in read_weight_sparsity(compiled).items()},
+            "sparse_layers": result.sparse_layers,
         }
-        with step("verifying the compiled artifact against ONNX Runtime"):
-            session = backend.load(tmp, manifest)
-            manifest["verification"] = verify(session.run(inputs), reference)
-        if not manifest["verification"]["passed"]:
+        if not get_target(options.target).runs_here:
+            manifest["verification"] = {"passed": None, "skipped": f"built for {options.target}, which cannot run here"}
+            manifest["notes"].append(
+                f"not verified here: run `tridesign profile DIR --remote HOST:PORT` on the {options.target} board "
+                "(it compares the board's outputs with reference_outputs.npz)"
+            )
+        else:
+            with step("verifying the compiled artifact against ONNX Runtime"):
+                session = backend.load(tmp, manifest)
+                manifest["verification"] = verify(session.run(inputs), reference)
+        if manifest["verification"]["passed"] is False:
             v = manifest["verification"]
             raise TridesignError(
                 f"{backend.name} output differs from ONNX Runtime: max abs error {v['max_abs_err']:.3g} > {v['tolerance']:.3g}; nothing was written"

@@ -25,6 +25,7 @@ class CompileResult:
     tuned: bool = False  # a tuned schedule was applied to at least one kernel
     tuning: dict[str, Any] = field(default_factory=dict)  # trials, records, kernels tuned, database path
     notes: list[str] = field(default_factory=list)  # anything the user must know (fallbacks, dense layers)
+    sparse_layers: list[dict[str, Any]] = field(default_factory=list)  # per pruned layer: ran sparse or dense, and why
 
 
 @dataclass

@@ -139,6 +139,29 @@ def export(executable: Any, spec: TargetSpec, out_dir: Path) -> tuple[str, list[
     return name, notes
 
 
+def sparsify(mod: Any, model: Any, target: Any, tuned: bool, notes: list[str]) -> tuple[Any, list[dict[str, Any]]]:
+    """Put pruned layers on the custom sparse kernels (CPU targets) where they beat dense.
+
+    The crossover depends on what dense code they compete with: against tuned dense kernels only
+    clearly sparse layers switch; against TVM's untuned defaults every annotated layer does.
+    """
+    from tridesign.compiler.annotations import read_weight_sparsity
+
+    records = read_weight_sparsity(model)
+    if not records:
+        return mod, []
+    if target.kind.name != "llvm":
+        notes.append(f"sparse kernels are CPU-only: the {len(records)} pruned weights run dense on {target.kind.name}")
+        return mod, []
+    from tridesign.kernels.relax_integration import SparsePolicy, sparsify_module
+
+    policy = SparsePolicy() if tuned else SparsePolicy.for_untuned_module()
+    mod, layers = sparsify_module(mod, model, policy, records)
+    decisions = [layer.as_dict() for layer in layers]
+    notes.append(f"{sum(layer.sparse for layer in layers)} of {len(layers)} pruned layers run on sparse kernels")
+    return mod, decisions
+
+
 class TvmSession:
     """A loaded TVM artifact: the Relax VM over the module, fed and read by ONNX names."""
 
@@ -218,9 +241,10 @@ class TvmBackend:
         target = spec.tvm_target()
         model = onnx.load(str(onnx_path))
         mod, io = import_onnx(model, batch=options.batch)
-        fused = lower_fused(mod, target)
         notes: list[str] = list(io.pop("notes"))
         db_dir = Path(options.tuning_db) if options.tuning_db else tuning.default_db_dir(spec)
+        mod, sparse_layers = sparsify(mod, model, target, options.tune_trials > 0 or tuning.has_records(db_dir), notes)
+        fused = lower_fused(mod, target)
         report: dict[str, Any] = {"database": str(db_dir), "trials": options.tune_trials}
         if options.tune_trials > 0:
             report.update(tuning.tune(fused, spec, options.tune_trials, db_dir))
@@ -247,6 +271,7 @@ class TvmBackend:
             tuned=applied > 0,
             tuning=report,
             notes=notes,
+            sparse_layers=sparse_layers,
         )
 
     def load(self, artifact_dir: Path, manifest: dict[str, Any]) -> TvmSession:
