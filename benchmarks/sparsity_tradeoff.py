@@ -27,6 +27,7 @@ from tridesign.compiler.export import torch_to_onnx
 from tridesign.compiler.quantize import compare_int8, median_latency_ms, quantize_int8, session
 from tridesign.compiler.sparsity import prune_torch, recover_torch
 from tridesign.models import digits
+from tridesign.models.resnet import build_resnet
 
 METHODS = {
     "unstructured": lambda s: f"unstructured:{s}",
@@ -38,33 +39,6 @@ METHODS = {
 }
 
 BATCH_AXES = {"input": {0: "batch"}, "logits": {0: "batch"}}
-
-
-def resnet18(num_classes: int = 1000):
-    """ResNet-18 shape (He et al. 2016: 2-2-2-2 basic blocks, 64-512 channels, 7x7 stem), built in torch."""
-    import torch.nn as nn
-
-    class Block(nn.Module):
-        def __init__(self, cin: int, cout: int, stride: int):
-            super().__init__()
-            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(cout)
-            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(cout)
-            self.relu = nn.ReLU()
-            self.down = nn.Sequential()
-            if stride != 1 or cin != cout:
-                self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            return self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))) + self.down(x))
-
-    layers, cin = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)], 64
-    for i, cout in enumerate((64, 128, 256, 512)):
-        layers += [Block(cin, cout, 1 if i == 0 else 2), Block(cout, cout, 1)]
-        cin = cout
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes)]
-    return nn.Sequential(*layers).eval()
 
 
 def ort_latency(model, inputs: dict[str, np.ndarray], path: Path, runs: int, threads: int) -> float:
@@ -132,7 +106,7 @@ def bench_resnet18(args, work: Path, log) -> dict:
     import torch
 
     torch.manual_seed(0)
-    base = resnet18()
+    base = build_resnet(18).eval()
     one = {"input": np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)}
     dense_path = work / "r18_dense.onnx"
     dense_ms = ort_latency(base, one, dense_path, args.runs_r18, args.threads)
