@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean test-cross
+.PHONY: demo test test-all bench clean test-cross
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,12 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/tridesign demo --out reports/demo
 
+# The default suite (~15 min on 2 cores); `slow` tests (MetaSchedule tuning, training from scratch,
+# whole-chain models whose parts are tested separately) run with `make test-all`.
 test: $(STAMP)
+	$(BIN)/python -m pytest tests -m "not slow"
+
+test-all: $(STAMP)
 	$(BIN)/python -m pytest tests
 
 # Opt-in: an aarch64 artifact run under qemu-user in an arm64 Debian root (docs/targets.md).
@@ -27,6 +32,7 @@ test-cross: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/compile_latency.py
+	$(BIN)/python benchmarks/hwsim_speed.py
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache
