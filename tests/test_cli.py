@@ -50,6 +50,7 @@ def test_export_verifies_against_torch(tmp_path, cli):
         (["compile", "{tmp}/junk.onnx", "-o", "{tmp}/o"], 1, "not a readable ONNX model"),
         (["compile", "resnet20", "--backend", "nope", "-o", "{tmp}/o"], 2, "unknown backend 'nope'"),
         (["compile", "resnet20", "-o", "/proc/definitely/not/here"], 1, "does not exist"),
+        (["compile", "resnet20", "-o", "{tmp}/junk.onnx/art"], 1, "is not a directory"),
         (["profile", "{tmp}"], 1, "not a tridesign artifact"),
         (["compile", "resnet20", "--tune", "many", "-o", "{tmp}/o"], 2, "Invalid value"),
         (["run", "{tmp}", "--input", "{tmp}/none.npz", "-o", "{tmp}/x.npz"], 1, "no such file"),

@@ -21,6 +21,8 @@ MANIFEST = "manifest.json"
 def check_writable_parent(path: Path) -> None:
     """Fail early, with one line, when `path` cannot be created (before any expensive work)."""
     parent = path.resolve().parent
+    if parent.exists() and not parent.is_dir():
+        raise TridesignError(f"cannot write {path}: {parent} is not a directory")
     if not parent.is_dir():
         raise TridesignError(f"cannot write {path}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
@@ -32,7 +34,7 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator:
     """Open a temporary sibling of `path` for writing; rename it onto `path` only on success."""
     path = Path(path)
     check_writable_parent(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
+    fd, tmp = _os_call(tempfile.mkstemp, path, prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
@@ -41,6 +43,14 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _os_call(func, path: Path, **kwargs):
+    """Create the temporary sibling; permission bits, read-only mounts and full disks become one line."""
+    try:
+        return func(**kwargs)
+    except OSError as err:
+        raise TridesignError(f"cannot write {path}: {err.strerror}") from None
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -59,7 +69,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     check_writable_parent(path)
     if path.exists() and not (path / MANIFEST).is_file():
         raise TridesignError(f"{path} exists and is not a tridesign artifact; choose another output path")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent))
+    tmp = Path(_os_call(tempfile.mkdtemp, path, prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent))
     try:
         yield tmp
         if path.exists():
