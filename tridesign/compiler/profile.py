@@ -17,9 +17,10 @@ import onnx
 
 from tridesign.compiler.backends import get_backend
 from tridesign.compiler.export import compare_outputs
-from tridesign.compiler.graph_stats import count_macs, count_params
+from tridesign.compiler.graph_stats import count_params
 from tridesign.compiler.pipeline import INPUTS_FILE, MODEL_FILE, REFERENCE_FILE, load_manifest
 from tridesign.errors import UsageError
+from tridesign.hwsim.workload import load_workload
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -77,7 +78,7 @@ def profile_artifact(artifact_dir: Path, repeat: int = 50, warmup: int = 5, per_
         "throughput_per_s": batch * 1000.0 / median if median > 0 else float("inf"),
         "peak_rss_mb": peak_rss_mb(),
         "parameters": count_params(graph),
-        "dense_macs": count_macs(graph),
+        "dense_macs": load_workload(graph).macs,
         "artifact_bytes": sum(p.stat().st_size for p in artifact_dir.rglob("*") if p.is_file()),
         "max_abs_err": max_abs,
         "max_rel_err": max_rel,
