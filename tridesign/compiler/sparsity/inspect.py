@@ -18,9 +18,9 @@ import onnx
 from onnx import numpy_helper
 
 from tridesign.compiler.annotations import read_weight_sparsity
-from tridesign.compiler.graph_stats import _shapes
 from tridesign.compiler.sparsity.onnx_prune import weight_graph, weight_initializers, weight_operand
 from tridesign.errors import TridesignError, UsageError
+from tridesign.hwsim.workload import load_workload
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
@@ -55,7 +55,8 @@ def _execution(manifest: dict[str, Any] | None) -> tuple[dict[str, dict], str]:
 def layer_rows(model: onnx.ModelProto, manifest: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One row per Conv/Gemm/MatMul weight, in graph order."""
     records = read_weight_sparsity(model)
-    shapes = _shapes(model)
+    # Dense MACs per node from the simulator's workload extraction, the one MAC counter of a graph.
+    macs_of = {layer.output: layer.macs for layer in load_workload(model).layers}
     inits = {i.name: i for i in model.graph.initializer}
     kinds = weight_initializers(model)
     graph = weight_graph(model)
@@ -70,11 +71,7 @@ def layer_rows(model: onnx.ModelProto, manifest: dict[str, Any] | None = None) -
         weight = numpy_helper.to_array(inits[name])
         rec = records.get(name)
         density = rec.density if rec else float(np.count_nonzero(weight)) / weight.size
-        if node.op_type == "Conv":
-            macs = int(np.prod(shapes.get(node.output[0], [0]))) * int(np.prod(weight.shape[1:]))
-        else:
-            rows_in = int(np.prod(shapes.get(node.input[0], [1])[:-1]))
-            macs = rows_in * weight.size
+        macs = macs_of.get(node.output[0], 0)
         decision = decisions.get(name)
         rows.append({
             "layer": node.name or node.output[0],
