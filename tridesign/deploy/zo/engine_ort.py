@@ -18,8 +18,8 @@ import onnx
 import onnxruntime as ort
 
 from tridesign.deploy.zo import params as P
+from tridesign.deploy.zo.engine_loss import EngineLoss
 from tridesign.deploy.zo.feature_reuse import Split, detach_conv_biases, split_at_trainable
-from tridesign.errors import UsageError
 
 LossFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """(outputs[..., B, C], labels[B]) -> per-leading-index loss (a 0-d array for a single run)."""
@@ -49,7 +49,7 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return opts
 
 
-class OrtEngine:
+class OrtEngine(EngineLoss):
     """Loss of a model on one data batch as a function of θ, evaluated by ONNX Runtime."""
 
     def __init__(
@@ -115,14 +115,6 @@ class OrtEngine:
         self._suffix.run_with_iobinding(self._binding)
         self.queries += 1
         return self._binding.copy_outputs_to_cpu()[0]
-
-    def loss(self, theta: np.ndarray) -> float:
-        """Loss at `theta` on the bound batch; θ is the engine's own buffer unless copied in."""
-        if self._labels is None:
-            raise UsageError("set_batch() must be called before evaluating the loss")
-        if theta is not self.theta:
-            self.theta[:] = theta
-        return float(self.loss_fn(self.outputs(), self._labels))
 
     def loss_batched(self, thetas: np.ndarray) -> np.ndarray:
         """Losses of k parameter vectors thetas[k, d] on the bound batch, in one engine run."""

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from tridesign.deploy.zo import params as P
+from tridesign.deploy.zo.engine_loss import EngineLoss
 from tridesign.deploy.zo.engine_ort import LossFn, cross_entropy
 from tridesign.deploy.zo.feature_reuse import Split, detach_conv_biases, split_at_trainable
 from tridesign.errors import UsageError
@@ -37,7 +38,7 @@ def _compile(model: onnx.ModelProto, batch: int, threads: int) -> tuple[Any, lis
     return vm, [i.name for i in P.data_inputs(model)]
 
 
-class TvmEngine:
+class TvmEngine(EngineLoss):
     """Loss of a model on one data batch of fixed size as a function of θ, evaluated by TVM."""
 
     def __init__(
@@ -100,13 +101,6 @@ class TvmEngine:
         args = [self._features[n] if n in self._features else tvm.runtime.tensor(slices[n], self._dev) for n in self._suffix_inputs]
         self.queries += 1
         return self._suffix["main"](*args).numpy()
-
-    def loss(self, theta: np.ndarray) -> float:
-        if self._labels is None:
-            raise UsageError("set_batch() must be called before evaluating the loss")
-        if theta is not self.theta:
-            self.theta[:] = theta
-        return float(self.loss_fn(self.outputs(), self._labels))
 
     def loss_batched(self, thetas: np.ndarray) -> np.ndarray:
         """One suffix call per row: TVM has no perturbation-batched variant here (see parallel.py)."""
