@@ -15,7 +15,6 @@ trained on first use, so the first call takes about a minute on 2 cores and late
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -189,15 +188,11 @@ def train_resnet20_digits(
 def _save_atomic(state: dict, path: Path) -> None:
     import torch
 
+    from tridesign.atomic import atomic_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_file(path) as handle:
+        torch.save(state, handle)
 
 
 def load_trained_resnet20(config: str = "tiny", seed: int = 0, retrain: bool = False) -> "torch.nn.Module":
