@@ -1,21 +1,19 @@
 """Reference workloads built with torch and exported to ONNX: ResNet-18/50 and a QDTrack-shaped
 detector (ResNet-50 backbone + FPN + RPN head).
 
-torchvision cannot be installed next to this torch, so the few architectures the simulator is
-benchmarked and calibrated on are written here, shape-faithful to the published ones (He et al.
-2016; Lin et al. 2017 FPN; Ren et al. 2015 RPN with 3 anchors a location). Weights are random:
-only shapes matter to a cycle model. Module names (`backbone`, `neck`, `rpn`) become ONNX node
+The ResNets come from the zoo's builder (tridesign.models.resnet); the FPN + RPN part the paper maps
+onto its second FPGA card is written here, shape-faithful to Lin et al. 2017 (FPN) and Ren et al.
+2015 (RPN, 3 anchors a location). Weights are random: only shapes matter to a cycle model. Module names (`backbone`, `neck`, `rpn`) become ONNX node
 names, which is what pipeline stages match on.
 """
 
 from __future__ import annotations
 
-import tempfile
-import warnings
 from pathlib import Path
 
 import onnx
 
+from tridesign.atomic import write_bytes_atomic
 from tridesign.hwsim.workload import Workload, load_workload
 
 # name -> (builder kwargs); used by the spec's `calibration.workload`.
@@ -73,30 +71,29 @@ def _qdtrack_like():
     return QDTrackLike()
 
 
-def build_onnx(kind: str, height: int, width: int, path: Path, depth: int = 18) -> Path:
-    """Export `resnet` (depth 18/34/50, 1000 classes) or `qdtrack` at batch 1 to `path` (atomic)."""
+def build_model(kind: str, height: int, width: int, depth: int = 18) -> onnx.ModelProto:
+    """`resnet` (depth 18/34/50, 1000 classes) or `qdtrack` at batch 1, exported by the compiler's exporter."""
+    import numpy as np
     import torch
 
+    from tridesign.compiler.export import torch_to_onnx
     from tridesign.models.resnet import build_resnet
 
     torch.manual_seed(0)
     module = (build_resnet(depth) if kind == "resnet" else _qdtrack_like()).eval()
-    tmp = path.with_name(path.name + ".tmp")
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notices
-        torch.onnx.export(module, (torch.zeros(1, 3, height, width),), str(tmp), input_names=["image"],
-                          opset_version=17, do_constant_folding=True, dynamo=False)
-    tmp.replace(path)
+    return torch_to_onnx(module, {"image": np.zeros((1, 3, height, width), np.float32)}, ("output",))
+
+
+def build_onnx(kind: str, height: int, width: int, path: Path, depth: int = 18) -> Path:
+    """`build_model` written to `path` (atomically)."""
+    write_bytes_atomic(path, build_model(kind, height, width, depth).SerializeToString())
     return path
 
 
 def build_workload(kind: str, height: int, width: int, depth: int = 18) -> Workload:
-    """Export to a temporary file and read it back as a Workload (shapes from the ONNX graph)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = build_onnx(kind, height, width, Path(tmp) / f"{kind}.onnx", depth)
-        model = onnx.load(str(path))
+    """The network as a Workload (shapes from the exported ONNX graph)."""
     name = f"{kind}{depth if kind == 'resnet' else ''}-{width}x{height}"
-    return load_workload(model, name)
+    return load_workload(build_model(kind, height, width, depth), name)
 
 
 def calibration_workload(name: str) -> Workload:
