@@ -11,7 +11,6 @@ measure it and say so in the returned `int8_slower` instead of assuming a speed-
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,15 +50,13 @@ def session(path: Path, threads: int | None = None):
 
 
 def median_latency_ms(sess, inputs: dict[str, np.ndarray], runs: int = LATENCY_RUNS) -> float:
-    """Median wall time of one run after warm-up (milliseconds)."""
-    for _ in range(LATENCY_WARMUP):
-        sess.run(None, inputs)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        sess.run(None, inputs)
-        times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times))
+    """Median wall time of one run of a raw ORT session after warm-up (ms), timed like `profile`."""
+    from types import SimpleNamespace
+
+    from tridesign.compiler.profile import time_session
+
+    runner = SimpleNamespace(run=lambda feed: sess.run(None, feed))
+    return float(np.median(time_session(runner, inputs, runs, LATENCY_WARMUP)))
 
 
 def rekey_annotations(fp32: onnx.ModelProto, int8: onnx.ModelProto) -> None:
