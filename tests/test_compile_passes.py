@@ -58,7 +58,9 @@ def test_bad_pass_options_fail_before_work(tmp_path, options, message):
 def test_pruned_layers_run_on_sparse_tvm_kernels(tmp_path):
     manifest = compile_artifact("resnet20", CompileOptions(backend="tvm", prune="block:0.9:4x4"), tmp_path / "s")
     layers = manifest["sparse_layers"]
-    assert layers and all(d["sparse"] for d in layers), "untuned dense TVM code never beats the sparse kernels"
+    # Untuned module: the policy puts every annotated layer on sparse kernels (measured 15-2700x over
+    # untuned dense TIR in benchmarks/sparse_kernels.py); the decisions must say so.
+    assert layers and all(d["sparse"] for d in layers)
     assert set(manifest["weight_sparsity"]) == {d["weight"] for d in layers}
     assert manifest["verification"]["passed"]
 
