@@ -13,6 +13,7 @@ import time
 import pytest
 
 from tridesign.compiler.remote import profile_remote
+from tridesign.compiler.tuning import RemoteRunner, tune_model
 from tridesign.errors import TridesignError
 
 
@@ -79,7 +80,9 @@ def test_profile_command_remote_option(tvm_resnet20, rpc_server, cli):
     assert bad.returncode == 2 and "--tracker needs --key" in bad.stderr
 
 
-def test_profile_through_a_tracker(tvm_resnet20):
+@pytest.fixture
+def tracker_board():
+    """A tracker on 127.0.0.1 and an RPC server registered with it as key `test-board`."""
     tracker_port = free_port()
     tracker = start("tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(tracker_port), "--port-end", str(tracker_port + 1))
     server = None
@@ -91,13 +94,48 @@ def test_profile_through_a_tracker(tvm_resnet20):
             "--tracker", f"127.0.0.1:{tracker_port}", "--key", "test-board",
         )
         wait_listening(port, server)
-        time.sleep(2)  # the server registers with the tracker after it starts listening
-        report = profile_remote(tvm_resnet20[0], tracker=("127.0.0.1", tracker_port), key="test-board", repeat=3, warmup=1)
-        assert report["remote"].endswith("key test-board") and report["latency_ms"]["median"] > 0
+        deadline = time.monotonic() + 120  # the server registers with the tracker after it listens
+        while "test-board" not in registered_keys(tracker_port):
+            if time.monotonic() > deadline:
+                pytest.fail("the RPC server did not register with the tracker within 120 s")
+            time.sleep(0.5)
+        yield tracker_port
     finally:
         for proc in (server, tracker):
             if proc is not None:
                 stop(proc)
+
+
+def registered_keys(tracker_port: int) -> list[str]:
+    from tvm import rpc
+
+    summary = rpc.connect_tracker("127.0.0.1", tracker_port).summary()
+    return [info["key"].removeprefix("server:") for info in summary["server_info"]]
+
+
+def test_profile_through_a_tracker(tvm_resnet20, tracker_board):
+    report = profile_remote(tvm_resnet20[0], tracker=("127.0.0.1", tracker_board), key="test-board", repeat=3, warmup=1)
+    assert report["remote"].endswith("key test-board") and report["latency_ms"]["median"] > 0
+
+
+def test_unknown_key_fails_at_once_with_the_registered_keys(tvm_resnet20, tracker_board, small_conv_model, tmp_path):
+    with pytest.raises(TridesignError, match=r"under key 'no-such-board' \(registered: test-board\)"):
+        profile_remote(tvm_resnet20[0], tracker=("127.0.0.1", tracker_board), key="no-such-board", repeat=1, warmup=0)
+    remote = RemoteRunner("127.0.0.1", tracker_board, "no-such-board")
+    with pytest.raises(TridesignError, match="under key 'no-such-board'"):
+        tune_model(small_conv_model, "host", 2, db_dir=tmp_path / "db", remote=remote, quiet=True)
+    assert not (tmp_path / "db").exists()  # refused before any database was opened
+
+
+def test_tuning_measures_on_the_board_through_the_tracker(tracker_board, small_conv_model, tmp_path):
+    """MetaSchedule builds candidates here and its RPC runner times them on the tracked board."""
+    db = tmp_path / "db"
+    remote = RemoteRunner("127.0.0.1", tracker_board, "test-board")
+    report = tune_model(small_conv_model, "host", 4, db_dir=db, remote=remote, quiet=True)
+    assert report["records_added"] >= 1 and report["kernels_tuned"] == report["kernels"] == 1
+    records = [json.loads(line) for line in (db / "database_tuning_record.json").read_text().splitlines()]
+    run_secs = [secs for record in records for secs in record[1][1]]
+    assert run_secs and all(0 < s < 1e9 for s in run_secs)  # measured times, not the 1e10 error marker
 
 
 def test_unreachable_server_is_a_one_line_error(tvm_resnet20):

@@ -31,6 +31,9 @@ def test_tune_then_compile_reuses_the_database(tvm_backend, tmp_path, small_conv
     out.mkdir()
     result = tvm_backend.compile(path, out, CompileOptions(backend="tvm", tuning_db=db))
     assert result.tuned and result.tuning["kernels_tuned"] >= 1
+    # the tuned conv reads its weight in a blocked layout, repacked at compile time: the module
+    # still takes only x (below), and no per-call transform kernel is left in it
+    assert result.tuning["kernels_with_repacked_weights"] == 1
     assert "tuning/database_tuning_record.json" in result.files and (out / "tuning" / "database_tuning_record.json").is_file()
     x = np.random.default_rng(0).standard_normal((1, 8, 16, 16)).astype(np.float32)
     got = tvm_backend.load(out, {}).run({"x": x})["y"]

@@ -22,14 +22,38 @@ INPUTS_FILE = "inputs.npz"  # written by tridesign.compiler.pipeline
 REFERENCE_FILE = "reference_outputs.npz"
 
 
+def require_board(tracker: tuple[str, int], key: str) -> None:
+    """Fail with the registered keys when no board serves `key`: a tracker request would wait forever.
+
+    TVM's tracker queues a request for an unknown key until some server registers it, so a typo
+    in --key (or a board that is down) would hang `profile` and `tune` without a word.
+    """
+    from tvm import rpc
+
+    try:
+        summary = rpc.connect_tracker(*tracker).summary()
+    except (OSError, RuntimeError) as err:
+        raise TridesignError(
+            f"cannot reach the TVM RPC tracker at {tracker[0]}:{tracker[1]}: {str(err).splitlines()[0]}"
+        ) from None
+    keys = sorted({info["key"].removeprefix("server:") for info in summary.get("server_info", []) if "key" in info})
+    if key not in keys:
+        raise TridesignError(
+            f"no board is registered with the tracker at {tracker[0]}:{tracker[1]} under key {key!r} "
+            f"(registered: {', '.join(keys) or 'none'})"
+        )
+
+
 def connect(host: str, port: int, tracker: tuple[str, int] | None, key: str | None, timeout_s: int) -> Any:
     """An RPC session: straight to HOST:PORT, or a board leased from a tracker by its key."""
     from tvm import rpc
 
+    if tracker is not None:
+        if not key:
+            raise UsageError("--tracker needs --key (the device key the board registered with)")
+        require_board(tracker, key)
     try:
         if tracker is not None:
-            if not key:
-                raise UsageError("--tracker needs --key (the device key the board registered with)")
             return rpc.connect_tracker(*tracker).request(key, session_timeout=timeout_s)
         return rpc.connect(host, port, session_timeout=timeout_s)
     except (OSError, RuntimeError) as err:

@@ -90,7 +90,27 @@ def apply_database(fused_mod: Any, target: Any, db_dir: Path) -> tuple[Any, int,
     with target, open_database(db_dir):
         applied_mod = relax.transform.MetaScheduleApplyDatabase()(fused_mod)
     tuned = sum(1 for f in kernels(applied_mod) if f.attrs is not None and f.attrs.get("tirx.is_scheduled", False))
-    return applied_mod, tuned, total
+    return fold_weight_layouts(applied_mod, target), tuned, total
+
+
+def fold_weight_layouts(mod: Any, target: Any) -> Any:
+    """Repack weights into the layouts tuned schedules chose, at compile time.
+
+    A schedule with a rewritten weight layout reads `W'` = transform(`W`); splitting the transform
+    into its own kernel makes it a call on a constant, which FoldConstant evaluates once, so the
+    deployed module takes the same inputs as the ONNX model and repacks nothing per call. The
+    emptied transform kernels are then dropped from the module.
+    """
+    import tvm
+    from tvm import relax
+
+    passes = [
+        relax.transform.SplitLayoutRewritePreproc(),
+        relax.transform.FoldConstant(),
+        relax.transform.DeadCodeElimination(["main"]),
+    ]
+    with target:
+        return tvm.transform.Sequential(passes)(mod)
 
 
 def copy_database(db_dir: Path, dest: Path, relative_to: Path) -> list[str]:
@@ -200,6 +220,10 @@ def tune(
             f"target {spec.name} cannot be measured on this machine; tune through a tracker "
             "(--tracker HOST:PORT --key KEY) or reuse a database tuned on the board (--db)"
         )
+    if remote is not None:
+        from tridesign.compiler.remote import require_board
+
+        require_board((remote.tracker_host, remote.tracker_port), remote.key)
     target = spec.tvm_target()
     tasks = ms.relax_integration.extract_tasks(fused_mod, target)
     tasks = [t for t in tasks if not t.mod.attrs.get("tirx.is_scheduled", False)]
