@@ -127,12 +127,12 @@ def test_unknown_key_fails_at_once_with_the_registered_keys(tvm_resnet20, tracke
     assert not (tmp_path / "db").exists()  # refused before any database was opened
 
 
-def test_tuning_measures_on_the_board_through_the_tracker(tracker_board, small_conv_model, tmp_path):
+def test_tuning_measures_on_the_board_through_the_tracker(tracker_board, odd_model, tmp_path):
     """MetaSchedule builds candidates here and its RPC runner times them on the tracked board."""
     db = tmp_path / "db"
     remote = RemoteRunner("127.0.0.1", tracker_board, "test-board")
-    report = tune_model(small_conv_model, "host", 4, db_dir=db, remote=remote, quiet=True)
-    assert report["records_added"] >= 1 and report["kernels_tuned"] == report["kernels"] == 1
+    report = tune_model(odd_model, "host", 4, db_dir=db, remote=remote, quiet=True)  # a MatMul kernel
+    assert report["records_added"] >= 1 and report["kernels_tuned"] == report["kernels"] >= 1
     records = [json.loads(line) for line in (db / "database_tuning_record.json").read_text().splitlines()]
     run_secs = [secs for record in records for secs in record[1][1]]
     assert run_secs and all(0 < s < 1e9 for s in run_secs)  # measured times, not the 1e10 error marker

@@ -10,6 +10,7 @@ reference outputs when it has them.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +23,27 @@ INPUTS_FILE = "inputs.npz"  # written by tridesign.compiler.pipeline
 REFERENCE_FILE = "reference_outputs.npz"
 
 
-def require_board(tracker: tuple[str, int], key: str) -> None:
+def require_board(tracker: tuple[str, int], key: str, wait_s: float = 10.0) -> None:
     """Fail with the registered keys when no board serves `key`: a tracker request would wait forever.
 
     TVM's tracker queues a request for an unknown key until some server registers it, so a typo
-    in --key (or a board that is down) would hang `profile` and `tune` without a word.
+    in --key (or a board that is down) would hang `profile` and `tune` without a word. A board
+    re-registers after each session it served, so the key is polled for `wait_s` before failing.
     """
     from tvm import rpc
 
-    try:
-        summary = rpc.connect_tracker(*tracker).summary()
-    except (OSError, RuntimeError) as err:
-        raise TridesignError(
-            f"cannot reach the TVM RPC tracker at {tracker[0]}:{tracker[1]}: {str(err).splitlines()[0]}"
-        ) from None
-    keys = sorted({info["key"].removeprefix("server:") for info in summary.get("server_info", []) if "key" in info})
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            summary = rpc.connect_tracker(*tracker).summary()
+        except (OSError, RuntimeError) as err:
+            raise TridesignError(
+                f"cannot reach the TVM RPC tracker at {tracker[0]}:{tracker[1]}: {str(err).splitlines()[0]}"
+            ) from None
+        keys = sorted({info["key"].removeprefix("server:") for info in summary.get("server_info", []) if "key" in info})
+        if key in keys or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     if key not in keys:
         raise TridesignError(
             f"no board is registered with the tracker at {tracker[0]}:{tracker[1]} under key {key!r} "

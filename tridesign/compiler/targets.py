@@ -92,6 +92,18 @@ def x86_level(flags: set[str]) -> str:
     return "x86-64"
 
 
+def configure_tvm_threads() -> int:
+    """Size TVM's CPU thread pool to the cores this process may use, unless TVM_NUM_THREADS is set.
+
+    TVM's default is half the hardware threads on x86 (it assumes SMT siblings), which on a 2-core
+    VM is a single thread: every TVM run was single-threaded against a two-thread ONNX Runtime.
+    TVM reads the variable when it first creates its pool, so this runs at import of the modules
+    that run TVM code; MetaSchedule's runner processes inherit it.
+    """
+    os.environ.setdefault("TVM_NUM_THREADS", str(_usable_cores()))
+    return int(os.environ["TVM_NUM_THREADS"])
+
+
 def _usable_cores() -> int:
     """Cores this process may run on (a container's CPU set, not the machine's total)."""
     if hasattr(os, "sched_getaffinity"):

@@ -25,7 +25,7 @@ from tridesign.errors import TridesignError
 # than MetaSchedule's default 30 s; a timed-out build is a wasted trial, not a slow schedule.
 BUILDER_TIMEOUT_S = 120.0
 RUNNER_TIMEOUT_S = 60.0
-DB_FILES = ("database_workload.json", "database_tuning_record.json")
+DB_FILES = ("database_workload.json", "database_tuning_record.json", "conv_tiles.json")  # the last: tridesign.kernels.conv_tiles
 
 
 def build_candidate(mod: Any, target: Any, _params: Any) -> Any:
@@ -81,8 +81,12 @@ def apply_database(fused_mod: Any, target: Any, db_dir: Path) -> tuple[Any, int,
     """Replace fused kernels by their best tuned schedule; returns (module, kernels tuned, kernels)."""
     from tvm import relax, tirx
 
+    from tridesign.compiler.backends.tvm import handwritten_kernels
+
     def kernels(mod: Any) -> list[Any]:
-        return [f for _, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)]
+        """MetaSchedule's kernels: the hand-written ones are scheduled by construction."""
+        handwritten = handwritten_kernels(mod)
+        return [f for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc) and gv not in handwritten]
 
     total = len(kernels(fused_mod))
     if not has_records(db_dir):
@@ -104,13 +108,20 @@ def fold_weight_layouts(mod: Any, target: Any) -> Any:
     import tvm
     from tvm import relax
 
+    from tridesign.compiler.backends.tvm import handwritten_kernels
+
+    # Hand-written kernels have no layout to split and the splitting pass rejects them: they sit
+    # out and come back unchanged.
+    handwritten = handwritten_kernels(mod)
     passes = [
         relax.transform.SplitLayoutRewritePreproc(),
         relax.transform.FoldConstant(),
-        relax.transform.DeadCodeElimination(["main"]),
     ]
     with target:
-        return tvm.transform.Sequential(passes)(mod)
+        out = tvm.transform.Sequential(passes)(tvm.IRModule({gv: f for gv, f in mod.functions.items() if gv not in handwritten}))
+        for gv, f in handwritten.items():
+            out[gv] = f
+        return relax.transform.DeadCodeElimination(["main"])(out)
 
 
 def copy_database(db_dir: Path, dest: Path, relative_to: Path) -> list[str]:
@@ -233,7 +244,13 @@ def tune(
     before = len(database)
     # MetaSchedule logs every task to files under db_dir/logs, and echoes INFO lines to stdout,
     # which would break `--json`; the console keeps warnings only, the files keep everything.
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    ms_logger.setLevel(logging.WARNING)
+    # MetaSchedule rebuilds its logging config from this logger's handlers by name; a second tuning
+    # run in one process finds the previous run's unnamed handler there and fails on it.
+    for handler in [h for h in ms_logger.handlers if h.get_name() is None]:
+        ms_logger.removeHandler(handler)
+        handler.close()
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         tasks, work_dir=str(db_dir), num_threads=spec.host.get("num-cores", 1) if spec.runs_here else "physical"
     )
@@ -276,14 +293,18 @@ def tune_model(
     model must be the graph `compile` will see (tridesign.compiler.pipeline.resolve_source), or the
     kernels' structural hashes differ and nothing is reused.
     """
-    from tridesign.compiler.backends.tvm import import_onnx, lower_fused
+    from tridesign.compiler.backends.tvm import dense_convs, import_onnx, lower_fused
     from tridesign.compiler.targets import get_target
 
     spec = get_target(target)
     db_dir = Path(db_dir) if db_dir else default_db_dir(spec)
     mod, _ = import_onnx(model, batch=batch)
+    notes: list[str] = []
+    start = time.perf_counter()
+    mod, conv_report = dense_convs(mod, spec, db_dir, measure=spec.runs_here and remote is None, notes=notes)
+    conv_report["dense_conv_tiling_s"] = round(time.perf_counter() - start, 1)
     fused = lower_fused(mod, spec.tvm_target())
-    report = tune(fused, spec, trials, db_dir, remote=remote, quiet=quiet)
+    report = {**tune(fused, spec, trials, db_dir, remote=remote, quiet=quiet), **conv_report, "notes": notes}
     _, applied, total = apply_database(fused, spec.tvm_target(), db_dir)
     return {
         "target": spec.name,

@@ -21,7 +21,10 @@ from typing import Any
 
 import tvm
 
+from tridesign.compiler.targets import configure_tvm_threads
+
 Signature = tuple[Any, ...]
+configure_tvm_threads()
 
 
 def host_target(num_cores: int | None = None) -> tvm.target.Target:

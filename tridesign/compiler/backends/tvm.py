@@ -20,8 +20,10 @@ import numpy as np
 
 from tridesign.compiler.backends.base import CompileResult, LayerTiming
 from tridesign.compiler.options import CompileOptions
-from tridesign.compiler.targets import TargetSpec, cross_compiler_available, get_target
+from tridesign.compiler.targets import TargetSpec, configure_tvm_threads, cross_compiler_available, get_target
 from tridesign.errors import TridesignError
+
+configure_tvm_threads()
 
 IO_FILE = "tvm_io.json"
 PREPACKED_SUFFIX = "_prepacked"  # TVM's name for a kernel reading weights in a tuned layout
@@ -100,10 +102,49 @@ def lower_fused(mod: Any, target: Any) -> Any:
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
-        relax.transform.AttachAttrLayoutFreeBuffers(),
     ]
     with target:
-        return tvm.transform.Sequential(passes)(mod)
+        return mark_constant_weights(tvm.transform.Sequential(passes)(mod))
+
+
+def mark_constant_weights(mod: Any) -> Any:
+    """Mark the parameters every call site feeds a constant as layout-free (`layout_free_buffers`).
+
+    What relax.transform.AttachAttrLayoutFreeBuffers does for MetaSchedule's kernels, without
+    touching hand-written kernels: that pass rewrites their signatures and loses the symbolic
+    non-zero count of the sparse kernels (which pack their own weights anyway).
+    """
+    import tvm
+    from tvm import relax
+
+    handwritten = handwritten_kernels(mod)
+    constant_params: dict[Any, set[int]] = {}
+    for func in mod.functions.values():
+        if not isinstance(func, relax.Function):
+            continue
+        for block in func.body.blocks:
+            for binding in block.bindings:
+                call = binding.value
+                if not isinstance(call, relax.Call) or getattr(call.op, "name", "") != "relax.call_tir":
+                    continue
+                callee, args = call.args[0], call.args[1].fields
+                consts = {i for i, arg in enumerate(args) if isinstance(arg, tvm.ir.GenericConst)}
+                constant_params[callee] = consts & constant_params.get(callee, consts)
+    for callee, indices in constant_params.items():
+        if indices and callee not in handwritten:
+            mod[callee] = mod[callee].with_attr("layout_free_buffers", sorted(indices))
+    return mod
+
+
+def handwritten_kernels(mod: Any) -> dict[Any, Any]:
+    """The PrimFuncs of tridesign.kernels (plain loops, no root block), which TVM's schedule and
+    layout passes do not apply to; MetaSchedule's kernels all have a root block."""
+    from tvm import s_tir, tirx
+
+    return {
+        gv: f for gv, f in mod.functions.items()
+        if isinstance(f, tirx.PrimFunc) and not isinstance(f.body, s_tir.SBlockRealize)
+    }
 
 
 def finish(mod: Any, target: Any) -> Any:
@@ -170,6 +211,35 @@ def sparsify(mod: Any, model: Any, target: Any, tuned: bool, notes: list[str]) -
     return mod, decisions
 
 
+def dense_convs(mod: Any, spec: TargetSpec, db_dir: Path, measure: bool, notes: list[str]) -> tuple[Any, dict[str, int]]:
+    """Put ungrouped fp32 convolutions (and their bias/residual/ReLU) on the register-tiled kernel.
+
+    CPU targets only. Each layer runs with the tile `tune` measured for it (conv_tiles.json in the
+    target's database); `measure` times the candidates of layers not measured yet, here. Layers
+    nobody measured use the default tile, and a note says how many.
+    """
+    target = spec.tvm_target()
+    if target.kind.name != "llvm":
+        return mod, {}
+    from tridesign.kernels.conv_tiles import TileBook
+    from tridesign.kernels.relax_dense_conv import dense_conv_module
+
+    book = TileBook.load(db_dir)
+    measured = 0
+    if measure:
+        _, planned = dense_conv_module(mod, TileBook(None), target)
+        measured = book.measure_missing([layer for layer, _ in planned], target)
+        if measured:
+            book.save()
+    mod, layers = dense_conv_module(mod, book, target)
+    if book.defaulted:
+        notes.append(
+            f"{book.defaulted} of {len(layers)} convolutions use the default register tile "
+            "(tridesign tune measures the best one per layer)"
+        )
+    return mod, {"dense_convs": len(layers), "dense_conv_tiles_defaulted": book.defaulted, "dense_conv_shapes_measured": measured}
+
+
 class TvmSession:
     """A loaded TVM artifact: the Relax VM over the module, fed and read by ONNX names."""
 
@@ -220,7 +290,13 @@ def flatten(value: Any) -> list[np.ndarray]:
 
 
 def kernel_op_type(symbol: str) -> str:
-    """`fused_conv2d3_add2_relu1` → `conv2d+add+relu`: the ops a fused kernel holds, without counters."""
+    """`fused_conv2d3_add2_relu1` → `conv2d+add+relu`: the ops a fused kernel holds, without counters.
+
+    The hand-written dense conv names its epilogue in its symbol (`dense_conv2d_<shape>_t8x16_res_relu`).
+    """
+    if symbol.startswith("dense_conv2d_"):
+        epilogue = symbol.rstrip("0123456789").split("_t", 1)[-1]
+        return "conv2d" + ("+add" if "_res" in epilogue else "") + ("+relu" if "_relu" in epilogue else "")
     parts = symbol.removeprefix("fused_").removesuffix(PREPACKED_SUFFIX).split("_")
     ops = [p.rstrip("0123456789") for p in parts]
     return "+".join(op for op in ops if op) or symbol
@@ -252,8 +328,9 @@ class TvmBackend:
         notes: list[str] = list(io.pop("notes"))
         db_dir = Path(options.tuning_db) if options.tuning_db else tuning.default_db_dir(spec)
         mod, sparse_layers = sparsify(mod, model, target, options.tune_trials > 0 or tuning.has_records(db_dir), notes)
+        mod, conv_report = dense_convs(mod, spec, db_dir, measure=options.tune_trials > 0 and spec.runs_here, notes=notes)
         fused = lower_fused(mod, target)
-        report: dict[str, Any] = {"database": str(db_dir), "trials": options.tune_trials}
+        report: dict[str, Any] = {"database": str(db_dir), "trials": options.tune_trials, **conv_report}
         if options.tune_trials > 0:
             report.update(tuning.tune(fused, spec, options.tune_trials, db_dir))
         fused, applied, total = tuning.apply_database(fused, target, db_dir)

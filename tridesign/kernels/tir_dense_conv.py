@@ -1,0 +1,138 @@
+"""Dense conv2d on the CPU: a register-tiled direct convolution with its epilogue fused.
+
+Why a hand-written dense kernel next to MetaSchedule: ONNX Runtime's MLAS runs ResNet convolutions
+near this CPU's FMA peak, and MetaSchedule's generic search space needs thousands of trials to get
+there (BENCHMARKS.md, TVM tuning curve). This kernel has the structure MLAS uses and only two
+knobs, so a handful of measurements per layer (`tridesign.kernels.conv_tiles`) finds its best
+form: an output tile of R channels × VW columns is accumulated in vector registers over every
+(input channel, kh, kw) tap — one broadcast weight and one contiguous input row slice per FMA
+group — then bias, residual add and ReLU are applied before the single store.
+
+Layout: activations stay NCHW (the ONNX layout, so no transposes between layers). The input is
+copied once into a zero-padded, stride-phase-split buffer (`xp[n, c, a, b, i, j]` = padded
+`[i*sh + a, j*sw + b]`), so strided convolutions read contiguous rows too and the inner loop has
+no bounds checks; output rows are computed in whole VW-wide chunks (the padded tail is dropped).
+Weights are packed at compile time to [CO/R, CI, KH, KW, R] so the R weights of one tap are
+adjacent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tvm.script import tirx as T
+
+from tridesign.kernels.reference import ConvGeometry
+from tridesign.kernels.runtime import KernelFunc
+
+
+@dataclass(frozen=True)
+class ConvTile:
+    """The kernel's two knobs: output channels (R) × output columns (VW) held in registers."""
+
+    channels: int
+    columns: int
+
+    def fits(self, out_channels: int) -> bool:
+        return out_channels % self.channels == 0
+
+
+def dense_conv2d_func(
+    x_shape: tuple[int, int, int, int],
+    w_shape: tuple[int, int, int, int],
+    geom: ConvGeometry,
+    tile: ConvTile,
+    relu: bool,
+    residual: bool,
+) -> KernelFunc:
+    """The kernel for one layer signature: call as (x, residual, packed weight, bias) -> y.
+
+    Without a residual the `residual` argument is a one-element placeholder that is never read.
+    """
+    nb, c, h, w = x_shape
+    co, ci, kh, kw = w_shape
+    if geom.groups != 1 or ci != c:
+        raise ValueError("dense_conv2d_func handles ungrouped convolutions only")
+    if not tile.fits(co):
+        raise ValueError(f"{co} output channels are not a multiple of the tile's {tile.channels}")
+    oh, ow = geom.output_hw(h, w, (kh, kw))
+    (sh, sw), (ph, pw), (dh, dw) = geom.stride, geom.padding, geom.dilation
+    rr, vw = tile.channels, tile.columns
+    nw = -(-ow // vw)
+    hq = -(-(h + 2 * ph) // sh)
+    # rows/columns of one phase plane: enough for the padded input and for the last chunk's reads
+    wq = max(-(-(w + 2 * pw) // sw), nw * vw + (kw - 1) * dw // sw)
+    res_shape = (nb, co, oh, ow) if residual else (1,)
+    name = (
+        f"dense_conv2d_{nb}x{c}x{h}x{w}_{co}x{kh}x{kw}_s{sh}{sw}p{ph}{pw}d{dh}{dw}"
+        f"_t{rr}x{vw}{'_res' if residual else ''}{'_relu' if relu else ''}"
+    )
+
+    @T.prim_func
+    def kernel(
+        x: T.Buffer((nb, c, h, w), "float32"),
+        res: T.Buffer(res_shape, "float32"),
+        wp: T.Buffer((co // rr, c, kh, kw, rr), "float32"),
+        bias: T.Buffer((co,), "float32"),
+        y: T.Buffer((nb, co, oh, ow), "float32"),
+    ):
+        T.func_attr({"global_symbol": name, "tir.noalias": True, "tir.is_scheduled": True})
+        xp = T.alloc_buffer((nb, c, sh, sw, hq, wq), "float32")
+        for nc in range(nb * c):
+            for a in range(sh):
+                for b in range(sw):
+                    for i in range(hq):
+                        for j in T.vectorized(wq):
+                            xp[nc // c, nc % c, a, b, i, j] = T.if_then_else(
+                                i * sh + a >= ph and i * sh + a < h + ph and j * sw + b >= pw and j * sw + b < w + pw,
+                                x[
+                                    nc // c,
+                                    nc % c,
+                                    T.min(T.max(i * sh + a - ph, 0), h - 1),
+                                    T.min(T.max(j * sw + b - pw, 0), w - 1),
+                                ],
+                                T.float32(0),
+                            )
+        for blk in T.parallel(nb * (co // rr) * oh * nw):
+            n = T.meta_var(blk // ((co // rr) * oh * nw))
+            group = T.meta_var(blk // (oh * nw) % (co // rr))
+            oy = T.meta_var(blk // nw % oh)
+            x0 = T.meta_var(blk % nw * vw)
+            acc = T.alloc_buffer((rr, vw), "float32")
+            for r in T.unroll(rr):
+                for j in T.vectorized(vw):
+                    acc[r, j] = T.float32(0)
+            for ic in range(c):
+                for ky in T.unroll(kh):
+                    for kx in T.unroll(kw):
+                        for r in T.unroll(rr):
+                            for j in T.vectorized(vw):
+                                acc[r, j] = acc[r, j] + wp[group, ic, ky, kx, r] * xp[
+                                    n, ic, ky * dh % sh, kx * dw % sw, oy + ky * dh // sh, x0 + j + kx * dw // sw
+                                ]
+            for r in T.unroll(rr):
+                for j in range(vw):
+                    if x0 + j < ow:
+                        if residual:
+                            acc[r, j] = acc[r, j] + res[n, group * rr + r, oy, x0 + j]
+                        if relu:
+                            y[n, group * rr + r, oy, x0 + j] = T.max(acc[r, j] + bias[group * rr + r], T.float32(0))
+                        else:
+                            y[n, group * rr + r, oy, x0 + j] = acc[r, j] + bias[group * rr + r]
+
+    signature = ("dense_conv2d", x_shape, w_shape, geom, tile, relu, residual)
+    return KernelFunc(kernel, signature, (nb, co, oh, ow))
+
+
+def pack_weight(weight: np.ndarray, tile: ConvTile) -> np.ndarray:
+    """[CO, CI, KH, KW] → [CO/R, CI, KH, KW, R]: the R weights of one tap side by side."""
+    co, ci, kh, kw = weight.shape
+    r = tile.channels
+    return np.ascontiguousarray(weight.reshape(co // r, r, ci, kh, kw).transpose(0, 2, 3, 4, 1), dtype=np.float32)
+
+
+def dense_conv2d_consts(weight: np.ndarray, bias: np.ndarray | None, tile: ConvTile) -> list[np.ndarray]:
+    """The constant arguments after x and the residual: packed weight, bias (zeros when absent)."""
+    bias = np.zeros(weight.shape[0], np.float32) if bias is None else np.asarray(bias, np.float32).reshape(-1)
+    return [pack_weight(weight, tile), bias]
