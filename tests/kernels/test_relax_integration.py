@@ -99,12 +99,15 @@ def test_policy_keeps_everything_dense_when_the_crossover_is_never_reached() -> 
     assert "R.call_tir" not in rewritten.script()
 
 
-def test_untuned_module_policy_rewrites_every_annotated_layer() -> None:
+def test_untuned_module_policy_rewrites_every_annotated_layer_but_dense_ungrouped_convs() -> None:
+    """Untuned, matmuls and the grouped conv compete with TVM's naive default schedules (every
+    density goes sparse); an ungrouped conv competes with the register-tiled dense kernel, so the
+    measured crossover holds for it: the annotated-but-dense 1×1 conv stays dense."""
     model, _ = _pruned_model()
     rewritten, report = sparsify_module(from_onnx(model, keep_params_in_input=False), model,
                                         SparsePolicy.for_untuned_module())
-    assert len(report) == 5 and all(d.sparse for d in report)
-    assert "R.nn.conv2d" not in rewritten.script() and rewritten.script().count("R.call_tir") == 5
+    assert len(report) == 5 and [d.weight for d in report if not d.sparse] == ["c3"]
+    assert rewritten.script().count("R.nn.conv2d") == 1 and rewritten.script().count("R.call_tir") == 4
 
 
 def test_default_policy_keeps_a_moderately_sparse_narrow_matmul_dense() -> None:

@@ -62,8 +62,12 @@ def tune_cmd(
         ["records added", report.get("records_added", 0)],
         ["tuning time (s)", report["tuning_s"]],
         ["kernels with a tuned schedule", f"{report['kernels_tuned']} of {report['kernels']}"],
+        ["convolutions on the tiled kernel", report.get("dense_convs", 0)],
+        ["conv shapes measured (s)", f"{report.get('dense_conv_shapes_measured', 0)} ({report.get('dense_conv_tiling_s', 0)})"],
     ])
-    if report["kernels_tuned"] == 0:
+    for note in report.get("notes", []):
+        typer.echo(f"tridesign: note: {note}", err=True)
+    if report["kernels_tuned"] == 0 and report["kernels"] > 0:
         typer.echo("tridesign: note: tuning produced no schedule; raise --trials", err=True)
 
 

@@ -303,6 +303,8 @@ def tune_model(
     start = time.perf_counter()
     mod, conv_report = dense_convs(mod, spec, db_dir, measure=spec.runs_here and remote is None, notes=notes)
     conv_report["dense_conv_tiling_s"] = round(time.perf_counter() - start, 1)
+    if remote is not None and conv_report.get("dense_convs"):
+        notes.append("convolution tiles are measured on this machine only: through a tracker the default tiles are used")
     fused = lower_fused(mod, spec.tvm_target())
     report = {**tune(fused, spec, trials, db_dir, remote=remote, quiet=quiet), **conv_report, "notes": notes}
     _, applied, total = apply_database(fused, spec.tvm_target(), db_dir)

@@ -228,8 +228,13 @@ def dense_convs(mod: Any, spec: TargetSpec, db_dir: Path, measure: bool, notes: 
     measured = 0
     if measure:
         _, planned = dense_conv_module(mod, TileBook(None), target)
-        measured = book.measure_missing([layer for layer, _ in planned], target)
-        if measured:
+        layers = [layer for layer, _ in planned]
+        shapes = {layer.key() for layer in layers} - set(book.entries)
+        if shapes:
+            from tridesign.progress import step
+
+            with step(f"measuring register tiles for {len(shapes)} convolution shapes"):
+                measured = book.measure_missing(layers, target)
             book.save()
     mod, layers = dense_conv_module(mod, book, target)
     if book.defaulted:
