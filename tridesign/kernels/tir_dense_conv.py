@@ -79,8 +79,8 @@ def dense_conv2d_func(
     ):
         T.func_attr({"global_symbol": name, "tir.noalias": True, "tir.is_scheduled": True})
         xp = T.alloc_buffer((nb, c, sh, sw, hq, wq), "float32")
-        # serial: a second parallel region per layer cost more than the copy on ResNet-20 (1.17 →
-        # 1.02 ms); a large batch would want it parallel (resnet20 b32 is 2x ORT)
+        # serial: a second parallel region per layer did not pay on ResNet-20's small maps (within
+        # this VM's noise); a large batch would want it parallel (resnet20 b32 is 2x ORT)
         for nc in range(nb * c):
             for a in range(sh):
                 for b in range(sw):
