@@ -224,6 +224,8 @@ def tune(
     """
     from tvm.s_tir import meta_schedule as ms
 
+    from tridesign.compiler.backends.tvm import handwritten_kernels
+
     if trials <= 0:
         raise TridesignError("the number of tuning trials must be positive")
     if not spec.runs_here and remote is None:
@@ -237,7 +239,8 @@ def tune(
         require_board((remote.tracker_host, remote.tracker_port), remote.key)
     target = spec.tvm_target()
     tasks = ms.relax_integration.extract_tasks(fused_mod, target)
-    tasks = [t for t in tasks if not t.mod.attrs.get("tirx.is_scheduled", False)]
+    # hand-written kernels (no root block) are scheduled by construction: no trials for them
+    tasks = [t for t in tasks if not t.mod.attrs.get("tirx.is_scheduled", False) and not handwritten_kernels(t.mod)]
     if not tasks:
         return {"tasks": 0, "tuning_s": 0.0, "best_ms": {}}
     database = open_database(db_dir)
