@@ -19,6 +19,7 @@ from tvm import relax
 
 from tridesign.kernels.conv_tiles import ConvLayer, TileBook
 from tridesign.kernels.reference import ConvGeometry
+from tridesign.kernels.relax_integration import static_shape
 from tridesign.kernels.tir_dense_conv import dense_conv2d_consts, dense_conv2d_func
 
 
@@ -30,16 +31,6 @@ class _Chain:
     relu: bool = False
 
 
-def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
-    ty = expr.ty
-    if not isinstance(ty, relax.TensorType) or not isinstance(ty.shape, relax.ShapeExpr):
-        return None
-    dims = ty.shape.values
-    if not all(isinstance(d, tvm.tirx.IntImm) for d in dims):
-        return None
-    return tuple(int(d) for d in dims)
-
-
 def _eligible(value: relax.Expr) -> bool:
     if not isinstance(value, relax.Call) or not isinstance(value.op, tvm.ir.Op) or value.op.name != "relax.nn.conv2d":
         return False
@@ -47,7 +38,7 @@ def _eligible(value: relax.Expr) -> bool:
     if not isinstance(weight, tvm.ir.GenericConst) or str(weight.value.dtype) != "float32" or weight.value.ndim != 4:
         return False
     pad = [int(p) for p in attrs.padding]
-    shape = _static_shape(value.args[0])
+    shape = static_shape(value.args[0])
     return (
         shape is not None
         and len(shape) == 4
@@ -68,7 +59,7 @@ def _bias_of(operand: relax.Expr, const: Any, channels: int) -> np.ndarray | Non
     """
     if not isinstance(const, tvm.ir.GenericConst):
         return None
-    shape = _static_shape(operand)
+    shape = static_shape(operand)
     value = const.value.numpy()
     if shape is None or value.dtype != np.float32 or value.size != channels:
         return None
@@ -124,7 +115,7 @@ class _Planner:
             chain, end = _Chain(value), var
             absorbed = [var]
             channels = int(value.args[1].value.shape[0])
-            out_shape = _static_shape(value)
+            out_shape = static_shape(value)
             nxt = self._single_user(end)
             if nxt and nxt[1].op.name == "relax.add":
                 other = nxt[1].args[1] if nxt[1].args[0].same_as(end) else nxt[1].args[0]
@@ -135,7 +126,7 @@ class _Planner:
                     nxt = self._single_user(end)
             if nxt and nxt[1].op.name == "relax.add":
                 other = nxt[1].args[1] if nxt[1].args[0].same_as(end) else nxt[1].args[0]
-                if isinstance(other, relax.Var) and _static_shape(other) == out_shape and str(other.ty.dtype) == "float32":
+                if isinstance(other, relax.Var) and static_shape(other) == out_shape and str(other.ty.dtype) == "float32":
                     chain.residual, end = other, nxt[0]
                     absorbed.append(end)
                     nxt = self._single_user(end)
@@ -171,7 +162,7 @@ class _DenseConvRewriter(relax.PyExprMutator):
         pad = [int(p) for p in attrs.padding]
         geom = ConvGeometry(tuple(int(s) for s in attrs.strides), (pad[0], pad[1]), tuple(int(d) for d in attrs.dilation), 1)
         weight = conv.args[1].value.numpy()
-        layer = ConvLayer(_static_shape(conv.args[0]), tuple(weight.shape), geom, chain.relu, chain.residual is not None)
+        layer = ConvLayer(static_shape(conv.args[0]), tuple(weight.shape), geom, chain.relu, chain.residual is not None)
         tile = self.book.tile_for(layer, self.target)
         self.layers.append((layer, tile))
         kf = dense_conv2d_func(layer.x_shape, layer.w_shape, geom, tile, layer.relu, layer.residual)

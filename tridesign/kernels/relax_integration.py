@@ -98,7 +98,8 @@ def _annotated_weights(model: onnx.ModelProto, records: dict[str, WeightSparsity
     return out
 
 
-def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
+def static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
+    """The static shape of a Relax tensor expression, None when any axis is symbolic."""
     ty = expr.ty
     if not isinstance(ty, relax.TensorType) or ty.shape is None or not isinstance(ty.shape, relax.ShapeExpr):
         return None
@@ -175,7 +176,7 @@ class _SparseRewriter(relax.PyExprMutator):
         kind = "grouped_conv2d" if op == "conv2d" and int(call.attrs.groups) != 1 else op
         name, weight, rec, reason = self._decide(const, kind)
         x = self.visit_expr(call.args[0])
-        x_shape = _static_shape(call.args[0])
+        x_shape = static_shape(call.args[0])
         if weight is not None and x_shape is None:
             reason, weight = "dynamic input shape", None
         rewritten = None
