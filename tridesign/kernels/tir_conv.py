@@ -21,6 +21,7 @@ from tvm.script import tirx as T
 from tridesign.kernels.formats import CSR
 from tridesign.kernels.reference import ConvGeometry
 from tridesign.kernels.runtime import BoundKernel, KernelFunc
+from tridesign.kernels.tir_padding import PhaseSplit
 
 VL = 32  # accumulator chunk (floats): two AVX-512 / four AVX2 registers
 WIDE_MAX_OW = 8  # measured: wide rows win at 7×7, lose at 14×14 and above (benchmarks/sparse_kernels.py)
@@ -39,10 +40,10 @@ def sparse_conv2d_func(
     co, cig, kh, kw = w_shape
     oh, ow = geom.output_hw(h, w, (kh, kw))
     (sh, sw), (ph, pw), (dh, dw), g = geom.stride, geom.padding, geom.dilation, geom.groups
-    # The padded input is split into stride phases (xp[a, b, i, j] = padded[i*sh + a, j*sw + b]) so
-    # that strided convs read contiguous rows too; for stride 1 this is just the padded input.
-    hq, wq = -(-(h + 2 * ph) // sh), -(-(w + 2 * pw) // sw)
-    plane = sh * sw * hq * wq  # one input channel in the padded, phase-split buffer
+    # The padded input is split into stride phases so that strided convs read contiguous rows too;
+    # for stride 1 this is just the padded input.
+    split = PhaseSplit.of(x_shape, (kh, kw), geom)
+    copy, wq, plane = split.copy(), split.cols, split.plane
     # Narrow maps (7×7) fill few vector lanes row by row, so there the output rows are computed
     # "wide" (wq columns, the padded input's row length): one output plane becomes a contiguous run
     # of oh*wq positions, worked in register-sized chunks; the extra columns are dropped.
@@ -50,7 +51,7 @@ def sparse_conv2d_func(
     wide = ow <= WIDE_MAX_OW
     span = oh * wq
     chunks = -(-span // VL)
-    total = nb * c * plane
+    total = split.total
     name = f"sparse_conv2d_{nb}x{c}x{h}x{w}_{co}x{cig}x{kh}x{kw}_s{sh}{sw}p{ph}{pw}d{dh}{dw}g{g}"
 
     @T.prim_func
@@ -66,21 +67,7 @@ def sparse_conv2d_func(
         offsets = T.match_buffer(o_handle, (nnz,), "int32")
         data = T.match_buffer(d_handle, (nnz,), "float32")
         xp = T.alloc_buffer((total + chunks * VL + plane,), "float32")
-        for nc in T.parallel(nb * c):
-            for a in range(sh):
-                for b in range(sw):
-                    for i in range(hq):
-                        for j in T.vectorized(wq):
-                            xp[((nc * sh + a) * sw + b) * hq * wq + i * wq + j] = T.if_then_else(
-                                i * sh + a >= ph and i * sh + a < h + ph and j * sw + b >= pw and j * sw + b < w + pw,
-                                x[
-                                    nc // c,
-                                    nc % c,
-                                    T.min(T.max(i * sh + a - ph, 0), h - 1),
-                                    T.min(T.max(j * sw + b - pw, 0), w - 1),
-                                ],
-                                T.float32(0),
-                            )
+        copy(x, xp)
         for t in range(chunks * VL + plane):
             xp[total + t] = T.float32(0)
         if wide:
@@ -143,17 +130,15 @@ def conv_offsets(weight: CSR, x_shape: tuple[int, int, int, int], w_shape: tuple
     Precomputing (group, channel, kh, kw, stride phase) → one int32 offset at pack time leaves the
     inner loop a single add per non-zero.
     """
-    _, c, h, w = x_shape
     co, cig, kh, kw = w_shape
-    (sh, sw), (ph, pw), (dh, dw), g = geom.stride, geom.padding, geom.dilation, geom.groups
-    hq, wq = -(-(h + 2 * ph) // sh), -(-(w + 2 * pw) // sw)
+    (sh, sw), (dh, dw), g = geom.stride, geom.dilation, geom.groups
+    split = PhaseSplit.of(x_shape, (kh, kw), geom)
     rows = np.repeat(np.arange(co), np.diff(weight.indptr))
     col = weight.indices.astype(np.int64)
     ci = rows // (co // g) * cig + col // (kh * kw)
     rr = col % (kh * kw) // kw * dh
     ss = col % kw * dw
-    off = ((ci * sh + rr % sh) * sw + ss % sw) * hq * wq + rr // sh * wq + ss // sw
-    return off.astype(np.int32)
+    return split.offset(ci, rr % sh, ss % sw, rr // sh, ss // sw).astype(np.int32)
 
 
 def csr_consts(weight: CSR) -> list[np.ndarray]:

@@ -9,9 +9,8 @@ form: an output tile of R channels × VW columns is accumulated in vector regist
 group — then bias, residual add and ReLU are applied before the single store.
 
 Layout: activations stay NCHW (the ONNX layout, so no transposes between layers). The input is
-copied once into a zero-padded, stride-phase-split buffer (`xp[n, c, a, b, i, j]` = padded
-`[i*sh + a, j*sw + b]`), so strided convolutions read contiguous rows too and the inner loop has
-no bounds checks; output rows are computed in whole VW-wide chunks (the padded tail is dropped).
+copied once into a zero-padded, stride-phase-split buffer (`tir_padding.PhaseSplit`), so strided
+convolutions read contiguous rows too and the inner loop has no bounds checks; output rows are computed in whole VW-wide chunks (the padded tail is dropped).
 Weights are packed at compile time to [CO/R, CI, KH, KW, R] so the R weights of one tap are
 adjacent.
 """
@@ -25,6 +24,7 @@ from tvm.script import tirx as T
 
 from tridesign.kernels.reference import ConvGeometry
 from tridesign.kernels.runtime import KernelFunc
+from tridesign.kernels.tir_padding import PhaseSplit
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,9 @@ def dense_conv2d_func(
     (sh, sw), (ph, pw), (dh, dw) = geom.stride, geom.padding, geom.dilation
     rr, vw = tile.channels, tile.columns
     nw = -(-ow // vw)
-    hq = -(-(h + 2 * ph) // sh)
-    # rows/columns of one phase plane: enough for the padded input and for the last chunk's reads
-    wq = max(-(-(w + 2 * pw) // sw), nw * vw + (kw - 1) * dw // sw)
+    # phase-plane columns: enough for the padded input and for the last chunk's reads
+    split = PhaseSplit.of(x_shape, (kh, kw), geom, min_cols=nw * vw + (kw - 1) * dw // sw)
+    copy, xp_at = split.copy(), split.offset
     res_shape = (nb, co, oh, ow) if residual else (1,)
     name = (
         f"dense_conv2d_{nb}x{c}x{h}x{w}_{co}x{kh}x{kw}_s{sh}{sw}p{ph}{pw}d{dh}{dw}"
@@ -78,24 +78,8 @@ def dense_conv2d_func(
         y: T.Buffer((nb, co, oh, ow), "float32"),
     ):
         T.func_attr({"global_symbol": name, "tir.noalias": True, "tir.is_scheduled": True})
-        xp = T.alloc_buffer((nb, c, sh, sw, hq, wq), "float32")
-        # serial: a second parallel region per layer did not pay on ResNet-20's small maps (within
-        # this VM's noise); a large batch would want it parallel (resnet20 b32 is 2x ORT)
-        for nc in range(nb * c):
-            for a in range(sh):
-                for b in range(sw):
-                    for i in range(hq):
-                        for j in T.vectorized(wq):
-                            xp[nc // c, nc % c, a, b, i, j] = T.if_then_else(
-                                i * sh + a >= ph and i * sh + a < h + ph and j * sw + b >= pw and j * sw + b < w + pw,
-                                x[
-                                    nc // c,
-                                    nc % c,
-                                    T.min(T.max(i * sh + a - ph, 0), h - 1),
-                                    T.min(T.max(j * sw + b - pw, 0), w - 1),
-                                ],
-                                T.float32(0),
-                            )
+        xp = T.alloc_buffer((split.total,), "float32")
+        copy(x, xp)
         for blk in T.parallel(nb * (co // rr) * oh * nw):
             n = T.meta_var(blk // ((co // rr) * oh * nw))
             group = T.meta_var(blk // (oh * nw) % (co // rr))
@@ -111,7 +95,7 @@ def dense_conv2d_func(
                         for r in T.unroll(rr):
                             for j in T.vectorized(vw):
                                 acc[r, j] = acc[r, j] + wp[group, ic, ky, kx, r] * xp[
-                                    n, ic, ky * dh % sh, kx * dw % sw, oy + ky * dh // sh, x0 + j + kx * dw // sw
+                                    xp_at(n * c + ic, ky * dh % sh, kx * dw % sw, oy + ky * dh // sh, x0 + j + kx * dw // sw)
                                 ]
             for r in T.unroll(rr):
                 for j in range(vw):
