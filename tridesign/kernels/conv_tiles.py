@@ -24,8 +24,8 @@ from tridesign.kernels.tir_dense_conv import ConvTile, dense_conv2d_consts, dens
 
 BOOK_FILE = "conv_tiles.json"
 CANDIDATES = (
-    ConvTile(4, 32), ConvTile(8, 16), ConvTile(2, 64), ConvTile(16, 8),
-    ConvTile(8, 8), ConvTile(4, 16), ConvTile(2, 32), ConvTile(6, 16),
+    ConvTile(4, 32), ConvTile(8, 32), ConvTile(4, 64), ConvTile(8, 16),
+    ConvTile(16, 16), ConvTile(4, 16), ConvTile(16, 8), ConvTile(8, 8),
 )
 
 

@@ -268,17 +268,34 @@ class TvmSession:
         self.device = tvm.cuda(0) if spec is not None and spec.device is not None else tvm.cpu()
         self.module = tvm.runtime.load_module(str(module_path))
         self.vm = relax.VirtualMachine(self.module, self.device)
+        self._staging: dict[str, tuple[np.ndarray, Any]] = {}
 
     def arguments(self, inputs: dict[str, np.ndarray]) -> list[Any]:
-        import tvm
-
+        """The VM's arguments for `inputs`; on the CPU they alias this session's staging buffers."""
         missing = [n for n in self.input_names if n not in inputs]
         if missing:
             raise TridesignError(f"missing inputs: {', '.join(missing)} (the model takes {self.input_names})")
-        return [
-            tvm.runtime.tensor(np.ascontiguousarray(inputs[n], dtype=self._dtypes[n]), self.device)
-            for n in self.input_names
-        ]
+        return [self._argument(n, inputs[n]) for n in self.input_names]
+
+    def _argument(self, name: str, array: np.ndarray) -> Any:
+        """A CPU input is copied into a 64-byte-aligned buffer that a TVM tensor shares (DLPack).
+
+        Why: a fresh `tvm.runtime.tensor` per call cost 23 µs for ResNet-20's 12 KB input and
+        reading the output with `.numpy()` 10 µs, 6% of that network's 0.55 ms; the copy into the
+        staging buffer costs 0.6 µs. A new shape (dynamic batch) gets its own buffer.
+        """
+        import tvm
+
+        dtype = np.dtype(self._dtypes[name])
+        if self.device.dlpack_device_type() != tvm.cpu().dlpack_device_type():
+            return tvm.runtime.tensor(np.ascontiguousarray(array, dtype=dtype), self.device)
+        array = np.asarray(array)
+        staged = self._staging.get(name)
+        if staged is None or staged[0].shape != array.shape:
+            buffer = aligned_empty(array.shape, dtype)
+            staged = self._staging[name] = (buffer, tvm.runtime.from_dlpack(buffer))
+        np.copyto(staged[0], array, casting="unsafe")
+        return staged[1]
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = flatten(self.vm["main"](*self.arguments(inputs)))
@@ -287,9 +304,23 @@ class TvmSession:
         return dict(zip(self.output_names, outputs))
 
 
+def aligned_empty(shape: tuple[int, ...], dtype: np.dtype, align: int = 64) -> np.ndarray:
+    """An uninitialised array whose data starts on an `align`-byte boundary (TVM's DLPack import needs 64)."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + align, np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
+
+
 def flatten(value: Any) -> list[np.ndarray]:
-    """VM results are a tensor or (nested) tuples of tensors; ONNX outputs are a flat list."""
+    """VM results are a tensor or (nested) tuples of tensors; ONNX outputs are a flat list.
+
+    CPU results are copied through a DLPack view (0.4 µs + the copy; `.numpy()` took 10 µs): a copy,
+    because an output may be a module constant or an input's staging buffer.
+    """
     if hasattr(value, "numpy"):
+        if value.device.dlpack_device_type() == 1:  # kDLCPU
+            return [np.from_dlpack(value).copy()]
         return [value.numpy()]
     return [array for item in value for array in flatten(item)]
 
