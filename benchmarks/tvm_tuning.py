@@ -4,12 +4,13 @@ For ResNet-20 (CIFAR, 32x32, batch 1) and a ResNet-18-shaped 224x224 network (ba
 untuned, then TVM after a growing, cumulative number of tuning trials in one database (each point
 resumes the previous one, which is how a user extends a tuning run). At each point ORT and TVM are
 timed alternately with the same harness (tridesign.compiler.profile.time_session: wall time of
-one call after warm-up, median), so machine load affects both alike. JSON goes to --out after every
+one call after warm-up, median; --rounds blocks each), so machine load affects both alike. JSON goes to --out after every
 point, so an interrupted run keeps its curve.
 
-Convolutions run on the hand-written register-tiled kernel (tridesign.kernels.tir_dense_conv), whose
-tile `tune` measures per layer shape (reported as part of the tuning time); MetaSchedule tunes the
-rest (pooling, the classifier). Budgets are given per MetaSchedule kernel (cumulative), since
+Convolutions run on the hand-written register-tiled kernels (tridesign.kernels.tir_dense_conv, and
+tir_winograd_conv for the 3x3 stride-1 layers where it pays), whose tile and algorithm `tune`
+measures per layer shape (reported as part of the tuning time); MetaSchedule tunes the rest
+(pooling, the classifier). Budgets are given per MetaSchedule kernel (cumulative), since
 networks differ in how many they have: `--per-kernel 8,32` on ResNet-20's 2 such kernels is 16 and
 64 trials in all.
 
@@ -81,9 +82,9 @@ def point(work: Path, onnx_path: Path, db: Path, inputs, trials: int, tuning_s: 
     got = next(iter(tvm_session.run(inputs).values()))
     want = ort_session.run(inputs)[0]
     ort_ms, tvm_ms = [], []
-    for _ in range(3):
-        ort_ms.append(timed(ort_session, inputs, args.repeat, args.point_budget_s / 6))
-        tvm_ms.append(timed(tvm_session, inputs, args.repeat, args.point_budget_s / 6))
+    for _ in range(args.rounds):
+        ort_ms.append(timed(ort_session, inputs, args.repeat, args.point_budget_s / (2 * args.rounds)))
+        tvm_ms.append(timed(tvm_session, inputs, args.repeat, args.point_budget_s / (2 * args.rounds)))
     row = {
         "trials": trials,
         "trials_per_kernel": trials // result.tuning["kernels"],
@@ -92,6 +93,7 @@ def point(work: Path, onnx_path: Path, db: Path, inputs, trials: int, tuning_s: 
         "kernels_tuned": result.tuning["kernels_tuned"],
         "kernels_with_repacked_weights": result.tuning["kernels_with_repacked_weights"],
         "dense_convs": result.tuning.get("dense_convs", 0),
+        "winograd_convs": result.tuning.get("winograd_convs", 0),
         "dense_conv_tiles_defaulted": result.tuning.get("dense_conv_tiles_defaulted", 0),
         "ort_ms": round(float(np.median(ort_ms)), 3),
         "tvm_ms": round(float(np.median(tvm_ms)), 3),
@@ -107,6 +109,7 @@ def main() -> None:
     parser.add_argument("--models", default="resnet20,resnet18")
     parser.add_argument("--per-kernel", default="8,32", help="cumulative trials per kernel at each point of the curve")
     parser.add_argument("--repeat", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=5, help="alternating ORT/TVM timing blocks per point (median of their medians)")
     parser.add_argument("--point-budget-s", type=float, default=30.0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/tvm_tuning.json"))
     args = parser.parse_args()

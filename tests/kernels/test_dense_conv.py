@@ -16,10 +16,20 @@ from tvm import relax
 from tridesign.compiler.backends.tvm import finish, import_onnx, lower_fused
 from tridesign.compiler.targets import get_target
 from tridesign.kernels.build import host_target
-from tridesign.kernels.conv_tiles import BOOK_FILE, ConvLayer, TileBook, candidates, default_tile
+from tridesign.kernels.conv_tiles import (
+    BOOK_FILE,
+    ConvLayer,
+    TileBook,
+    candidates,
+    conv_consts,
+    conv_kernel,
+    default_tile,
+    vector_floats,
+)
 from tridesign.kernels.reference import ConvGeometry
 from tridesign.kernels.relax_dense_conv import dense_conv_module
 from tridesign.kernels.tir_dense_conv import ConvTile, dense_conv2d_consts, dense_conv2d_func
+from tridesign.kernels.tir_padding import PhaseSplit
 
 # (x shape, w shape, stride, padding, dilation, tile, relu, residual): ResNet stems and blocks,
 # strided shortcuts, rows that are not a multiple of the tile, dilation, a batch of two.
@@ -33,8 +43,9 @@ CASES = [
 ]
 
 
-def run_kernel(x, w, b, res, geom, tile, relu):
-    kf = dense_conv2d_func(x.shape, w.shape, geom, tile, relu, res is not None)
+def run_kernel(x, w, b, res, geom, tile, relu, cores=3):
+    # three cores: layers that split channels give each core a share of the blocks, uneven here
+    kf = dense_conv2d_func(x.shape, w.shape, geom, tile, relu, res is not None, cores)
     lib = tvm.compile(tvm.IRModule({kf.name: kf.func}), target=host_target())
     dev = tvm.cpu()
     placeholder = np.zeros(1, np.float32) if res is None else res
@@ -125,9 +136,116 @@ def test_tile_book_measures_saves_and_is_used(tmp_path):
     assert book.measure_missing([layer, layer], host_target()) == 1
     book.save()
     saved = json.loads((tmp_path / BOOK_FILE).read_text())[layer.key()]
-    assert set(saved["ms"]) == {f"{t.channels}x{t.columns}" for t in candidates(layer)}
+    assert set(saved["ms"]) == {t.label for t in candidates(layer)}
     assert all(ms > 0 for ms in saved["ms"].values())
-    assert saved["ms"][f"{saved['tile'][0]}x{saved['tile'][1]}"] == min(saved["ms"].values())
+    assert any(label.startswith("w") for label in saved["ms"])  # a 3x3 stride-1 even map: Winograd measured too
     again = TileBook.load(tmp_path)
-    assert again.tile_for(layer, host_target()) == ConvTile(*saved["tile"]) and again.defaulted == 0
+    best = again.tile_for(layer, host_target())
+    assert again.defaulted == 0 and [best.channels, best.columns, int(best.winograd)] == saved["tile"]
+    assert saved["ms"][best.label] == min(saved["ms"].values())
     assert again.measure_missing([layer], host_target()) == 0
+
+
+@pytest.mark.parametrize(
+    "spec,floats",
+    [
+        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v4"}, 16),
+        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "haswell"}, 8),
+        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64"}, 4),
+        ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76"}, 4),
+    ],
+)
+def test_vector_width_comes_from_the_cpu_features(spec, floats):
+    target = tvm.target.Target(spec)
+    assert vector_floats(target) == floats
+    layer = ConvLayer((1, 64, 56, 56), (128, 64, 3, 3), ConvGeometry((2, 2), (1, 1)), True, False)
+    tile = default_tile(layer, target)
+    assert tile.channels * tile.columns == 8 * floats and not tile.winograd
+
+
+@pytest.mark.parametrize(
+    "kernel_hw,stride,dilation,used",
+    [((3, 3), 1, 1, (1, 1)), ((1, 1), 2, 1, (1, 1)), ((3, 3), 2, 1, (2, 2)), ((7, 7), 2, 1, (2, 2)), ((3, 3), 2, 2, (1, 1))],
+)
+def test_padding_copy_writes_only_the_phase_planes_a_tap_reads(kernel_hw, stride, dilation, used):
+    geom = ConvGeometry((stride, stride), (1, 1), (dilation, dilation))
+    split = PhaseSplit.of((1, 2, 9, 9), kernel_hw, geom)
+    assert split.used == used
+    taps = {(ky * dilation % stride, kx * dilation % stride) for ky in range(kernel_hw[0]) for kx in range(kernel_hw[1])}
+    assert taps <= {(a, b) for a in range(used[0]) for b in range(used[1])}
+
+
+# (x shape, output channels, rows, tiles, relu, residual): ResNet-18's first stage, a batch of two
+# with a non-square map and spare register tiles, an epilogue without ReLU.
+WINOGRAD_CASES = [
+    ((1, 64, 56, 56), 64, 16, 16, True, True),
+    ((2, 8, 6, 10), 16, 8, 16, False, True),
+    ((1, 32, 16, 16), 32, 8, 32, True, False),
+]
+
+
+@pytest.mark.parametrize("x_shape,k,rows,tiles,relu,residual", WINOGRAD_CASES)
+def test_winograd_kernel_matches_torch(x_shape, k, rows, tiles, relu, residual):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = (rng.standard_normal((k, x_shape[1], 3, 3)) * 0.2).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    res = rng.standard_normal((x_shape[0], k, *x_shape[2:])).astype(np.float32) if residual else None
+    want = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), padding=1).numpy()
+    want = (want + res if residual else want)
+    want = np.maximum(want, 0) if relu else want
+    layer = ConvLayer(x_shape, w.shape, ConvGeometry((1, 1), (1, 1)), relu, residual)
+    tile = ConvTile(rows, tiles, True)
+    kf = conv_kernel(layer, tile, host_target())
+    lib = tvm.compile(tvm.IRModule({kf.name: kf.func}), target=host_target())
+    dev = tvm.cpu()
+    args = [tvm.runtime.tensor(a, dev) for a in (x, res if residual else np.zeros(1, np.float32), *conv_consts(w, b, tile))]
+    args.append(tvm.runtime.tensor(np.zeros(kf.out_shape, np.float32), dev))
+    lib[kf.name](*args)
+    # F(2x2, 3x3) adds and subtracts up to 16 products per output: fp32 error grows with C, not more
+    np.testing.assert_allclose(args[-1].numpy(), want, atol=5e-5 * np.sqrt(x_shape[1]), rtol=1e-4)
+
+
+def test_winograd_is_chosen_only_where_it_pays():
+    target = host_target()
+    same = ConvGeometry((1, 1), (1, 1))
+    big = ConvLayer((1, 64, 56, 56), (64, 64, 3, 3), same, True, False)
+    assert default_tile(big, target).winograd and any(t.winograd for t in candidates(big))
+    few_channels = ConvLayer((1, 16, 32, 32), (16, 16, 3, 3), same, True, False)
+    few_tiles = ConvLayer((1, 512, 6, 6), (512, 512, 3, 3), same, True, False)
+    assert not default_tile(few_channels, target).winograd and not default_tile(few_tiles, target).winograd
+    odd = ConvLayer((1, 512, 7, 7), (512, 512, 3, 3), same, True, False)
+    strided = ConvLayer((1, 64, 56, 56), (128, 64, 3, 3), ConvGeometry((2, 2), (1, 1)), True, False)
+    for layer in (odd, strided):
+        assert not layer.winograd and not any(t.winograd for t in candidates(layer))
+
+
+def test_winograd_block_in_a_relax_module_matches_onnx_runtime():
+    """A ResNet basic block on a map wide enough for Winograd by default: both convs, their bias,
+    residual add and ReLUs become two Winograd kernel calls, checked against ONNX Runtime."""
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.05).astype(np.float32), n)
+             for n, s in (("w1", (64, 64, 3, 3)), ("b1", (64,)), ("w2", (64, 64, 3, 3)), ("b2", (64,)))]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "x"], ["a"]),
+        helper.make_node("Relu", ["a"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "block",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 8, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 8, 16])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    target = get_target("host").tvm_target()
+    mod, _ = import_onnx(model, batch=1)
+    mod, layers = dense_conv_module(mod, TileBook(None), target)
+    assert [(tile.winograd, layer.residual) for layer, tile in layers] == [(True, False), (True, True)]
+    vm = relax.VirtualMachine(tvm.compile(finish(lower_fused(mod, target), target), target), tvm.cpu())
+    x = rng.standard_normal((1, 64, 8, 16)).astype(np.float32)
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)

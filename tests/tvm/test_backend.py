@@ -34,6 +34,7 @@ def test_resnet20_matches_onnx_runtime(tvm_backend, tvm_resnet20, resnet20_onnx)
     # every conv (with its residual add and ReLU) on the hand-written kernel, default tiles; the
     # pooling and classifier left to MetaSchedule, untuned
     assert result.tuning["dense_convs"] == 21 and result.tuning["dense_conv_tiles_defaulted"] == 21
+    assert result.tuning["winograd_convs"] == 0  # 16–64 channels on 32…8 maps: the direct kernel pays more
     assert result.tuning["kernels"] == 2 and result.tuning["kernels_tuned"] == 0
     session = tvm_backend.load(out, {})
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
@@ -42,6 +43,24 @@ def test_resnet20_matches_onnx_runtime(tvm_backend, tvm_resnet20, resnet20_onnx)
     assert list(got) == list(want) == session.output_names
     for name in want:
         np.testing.assert_allclose(got[name], want[name], atol=ATOL, rtol=RTOL)
+
+
+def test_runs_do_not_share_inputs_or_outputs(tvm_backend, tvm_resnet20, resnet20_onnx):
+    """CPU inputs go through one staging buffer per input and outputs are read through DLPack:
+    a later run must not change an earlier result, and a float64 input is cast like before."""
+    out, _ = tvm_resnet20
+    session = tvm_backend.load(out, {})
+    name = session.input_names[0]
+    rng = np.random.default_rng(1)
+    a, b = (rng.standard_normal((1, 3, 32, 32)) for _ in range(2))
+    first = session.run({name: a})
+    kept = {k: v.copy() for k, v in first.items()}
+    second = session.run({name: b.astype(np.float32)})
+    for k in kept:
+        np.testing.assert_array_equal(first[k], kept[k])
+        np.testing.assert_allclose(first[k], ort_run(resnet20_onnx, {name: a.astype(np.float32)})[k], atol=ATOL, rtol=RTOL)
+        np.testing.assert_allclose(second[k], ort_run(resnet20_onnx, {name: b.astype(np.float32)})[k], atol=ATOL, rtol=RTOL)
+        assert not np.allclose(first[k], second[k])
 
 
 def test_module_loads_in_a_fresh_process(tvm_resnet20):
@@ -114,5 +133,6 @@ def test_kernel_op_type_strips_counters():
     assert kernel_op_type("fused_conv2d3_add2_add3_relu1") == "conv2d+add+add+relu"
     assert kernel_op_type("dense_conv2d_1x16x32x32_16x3x3_s11p11d11_t4x32_res_relu1") == "conv2d+add+relu"
     assert kernel_op_type("dense_conv2d_1x16x32x32_32x1x1_s22p00d11_t8x161") == "conv2d"
+    assert kernel_op_type("winograd_conv2d_1x64x56x56_64_t16x16_res_relu") == "conv2d+add+relu"
     assert kernel_op_type("fused_matmul_add6") == "matmul+add"
     assert kernel_op_type("reshape3") == "reshape"

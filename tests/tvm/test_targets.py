@@ -87,3 +87,14 @@ def test_jetson_artifact_carries_cuda_kernels_built_without_a_gpu(tvm_backend, t
     library = (out / "module.so").read_bytes()
     assert elf_machine(out / "module.so") == ELF_MACHINE_AARCH64
     assert b"fused_conv2d_relu_kernel" in library or b"_kernel" in library
+
+
+def test_tvm_runtime_settings_apply_in_this_process():
+    """The thread pool covers the usable cores and, under glibc, freed scratch stays in the heap."""
+    import os
+    import platform
+
+    from tridesign.compiler.targets import configure_tvm_threads, keep_scratch_memory
+
+    assert configure_tvm_threads() == int(os.environ["TVM_NUM_THREADS"]) >= 1
+    assert keep_scratch_memory() is (platform.libc_ver()[0] == "glibc")

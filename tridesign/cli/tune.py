@@ -62,7 +62,8 @@ def tune_cmd(
         ["records added", report.get("records_added", 0)],
         ["tuning time (s)", report["tuning_s"]],
         ["kernels with a tuned schedule", f"{report['kernels_tuned']} of {report['kernels']}"],
-        ["convolutions on the tiled kernel", report.get("dense_convs", 0)],
+        ["convolutions on the tiled kernels", report.get("dense_convs", 0)],
+        ["  of them by Winograd", report.get("winograd_convs", 0)],
         ["conv shapes measured (s)", f"{report.get('dense_conv_shapes_measured', 0)} ({report.get('dense_conv_tiling_s', 0)})"],
     ])
     for note in report.get("notes", []):

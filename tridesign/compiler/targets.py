@@ -92,6 +92,33 @@ def x86_level(flags: set[str]) -> str:
     return "x86-64"
 
 
+def configure_tvm_runtime() -> None:
+    """Process settings every TVM run here needs: the thread pool size and scratch memory reuse."""
+    configure_tvm_threads()
+    keep_scratch_memory()
+
+
+def keep_scratch_memory() -> bool:
+    """Stop glibc from handing freed scratch memory back to the OS; True where that applied.
+
+    TVM kernels take their scratch (a conv's padded input copy, Winograd's transformed tiles: up
+    to 7 MB per ResNet-18 layer) from a workspace pool that frees and reallocates a block when
+    consecutive kernels ask for different sizes, and glibc serves blocks of 128 KiB and more with
+    mmap and unmaps them on free, so inside a network every kernel page-faulted its scratch back in.
+    Measured on ResNet-18 (2 cores): a Winograd 28×28 layer took 1.42 ms in the network against
+    0.66 ms alone, and 0.72 ms in the network with this; the whole network 27.9 → 20.6 ms. The
+    mmap threshold goes to glibc's maximum (32 MiB) and trimming off, so freed blocks stay in the
+    heap for the next kernel. Processes without glibc keep their allocator's behaviour.
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+
+
 def configure_tvm_threads() -> int:
     """Size TVM's CPU thread pool to the cores this process may use, unless TVM_NUM_THREADS is set.
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import tvm
 
-from tridesign.compiler.targets import configure_tvm_threads
+from tridesign.compiler.targets import configure_tvm_runtime
 
 Signature = tuple[Any, ...]
-configure_tvm_threads()
+configure_tvm_runtime()
 
 
 def host_target(num_cores: int | None = None) -> tvm.target.Target:

@@ -4,8 +4,8 @@ Input: the IRModule `from_onnx(model, keep_params_in_input=False)` builds (weigh
 Every ungrouped fp32 NCHW `nn.conv2d` on a constant weight is matched together with the chain of
 single-use ops that follows it — `add` of a per-channel constant (bias), `add` of another tensor
 of the output's shape (the residual of a ResNet block), `relu` — and the last op's binding becomes
-one `call_tir` of `tir_dense_conv` that does all of it; the absorbed bindings are then dead and
-removed. Grouped/depthwise convolutions, other dtypes and layouts stay with MetaSchedule.
+one `call_tir` of `tir_dense_conv` (or `tir_winograd_conv`, as the layer's tile says) that does all
+of it; the absorbed bindings are then dead and removed. Grouped/depthwise convolutions, other dtypes and layouts stay with MetaSchedule.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from tridesign.kernels.conv_tiles import ConvLayer, TileBook
+from tridesign.kernels.conv_tiles import ConvLayer, TileBook, conv_consts, conv_kernel
 from tridesign.kernels.reference import ConvGeometry
 from tridesign.kernels.relax_integration import static_shape
-from tridesign.kernels.tir_dense_conv import dense_conv2d_consts, dense_conv2d_func
 
 
 @dataclass
@@ -165,11 +164,11 @@ class _DenseConvRewriter(relax.PyExprMutator):
         layer = ConvLayer(static_shape(conv.args[0]), tuple(weight.shape), geom, chain.relu, chain.residual is not None)
         tile = self.book.tile_for(layer, self.target)
         self.layers.append((layer, tile))
-        kf = dense_conv2d_func(layer.x_shape, layer.w_shape, geom, tile, layer.relu, layer.residual)
+        kf = conv_kernel(layer, tile, self.target)
         if kf.signature not in self.added:
             self.added[kf.signature] = self.builder_.add_func(kf.func, kf.name)
         residual = self.visit_expr(chain.residual) if chain.residual is not None else relax.const(np.zeros(1, np.float32))
-        consts = [relax.const(c) for c in dense_conv2d_consts(weight, chain.bias, tile)]
+        consts = [relax.const(c) for c in conv_consts(weight, chain.bias, tile)]
         return relax.call_tir(
             self.added[kf.signature], [self.visit_expr(conv.args[0]), residual, *consts],
             out_ty=relax.TensorType(kf.out_shape, "float32"),

@@ -65,16 +65,17 @@ class PhaseSplit:
         sh, sw = self.stride
         return ((nc * sh + a) * sw + b) * self.rows * self.cols + i * self.cols + j
 
-    def copy(self) -> Any:
+    def copy(self, parallel: bool = True) -> Any:
         """A TVMScript macro `copy(x, xp)` filling the used phase planes of flat `xp` from NCHW `x`."""
         nb, c, h, w = self.batch, self.channels, self.height, self.width
         (sh, sw), (ph, pw), (ah, aw) = self.stride, self.padding, self.used
         rows, cols = self.rows, self.cols
         offset = self.offset
+        outer = T.parallel if parallel else T.serial
 
         @T.macro
         def copy(x, xp):
-            for ni in T.parallel(nb * rows):
+            for ni in outer(nb * rows):
                 for ch in range(c):
                     for a in range(ah):
                         for b in range(aw):

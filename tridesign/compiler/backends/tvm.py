@@ -20,10 +20,10 @@ import numpy as np
 
 from tridesign.compiler.backends.base import CompileResult, LayerTiming
 from tridesign.compiler.options import CompileOptions
-from tridesign.compiler.targets import TargetSpec, configure_tvm_threads, cross_compiler_available, get_target
+from tridesign.compiler.targets import TargetSpec, configure_tvm_runtime, cross_compiler_available, get_target
 from tridesign.errors import TridesignError
 
-configure_tvm_threads()
+configure_tvm_runtime()
 
 IO_FILE = "tvm_io.json"
 PREPACKED_SUFFIX = "_prepacked"  # TVM's name for a kernel reading weights in a tuned layout
@@ -242,7 +242,12 @@ def dense_convs(mod: Any, spec: TargetSpec, db_dir: Path, measure: bool, notes: 
             f"{book.defaulted} of {len(layers)} convolutions use the default register tile "
             "(tridesign tune measures the best one per layer)"
         )
-    return mod, {"dense_convs": len(layers), "dense_conv_tiles_defaulted": book.defaulted, "dense_conv_shapes_measured": measured}
+    return mod, {
+        "dense_convs": len(layers),
+        "winograd_convs": sum(1 for _, tile in layers if tile.winograd),
+        "dense_conv_tiles_defaulted": book.defaulted,
+        "dense_conv_shapes_measured": measured,
+    }
 
 
 class TvmSession:
@@ -328,9 +333,10 @@ def flatten(value: Any) -> list[np.ndarray]:
 def kernel_op_type(symbol: str) -> str:
     """`fused_conv2d3_add2_relu1` → `conv2d+add+relu`: the ops a fused kernel holds, without counters.
 
-    The hand-written dense conv names its epilogue in its symbol (`dense_conv2d_<shape>_t8x16_res_relu`).
+    The hand-written dense convs name their epilogue in their symbol (`dense_conv2d_<shape>_t8x16_res_relu`,
+    `winograd_conv2d_<shape>_t16x16_relu`).
     """
-    if symbol.startswith("dense_conv2d_"):
+    if symbol.startswith(("dense_conv2d_", "winograd_conv2d_")):
         epilogue = symbol.rstrip("0123456789").split("_t", 1)[-1]
         return "conv2d" + ("+add" if "_res" in epilogue else "") + ("+relu" if "_relu" in epilogue else "")
     parts = symbol.removeprefix("fused_").removesuffix(PREPACKED_SUFFIX).split("_")
