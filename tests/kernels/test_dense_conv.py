@@ -249,3 +249,19 @@ def test_winograd_block_in_a_relax_module_matches_onnx_runtime():
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_winograd_transforms_written_out_equal_the_matrix_forms():
+    """The kernel's hand-expanded transforms against Bᵀ d B and Aᵀ m A, and U = G g Gᵀ end to end:
+    for one 4×4 tile, Aᵀ[(Bᵀ d B) ⊙ U]A is the 2×2 'valid' correlation of d with g."""
+    from tridesign.kernels.tir_winograd_conv import A_T, B_T, G, _v, _y
+
+    rng = np.random.default_rng(5)
+    d, m, g = rng.standard_normal((4, 4)), rng.standard_normal((4, 4)), rng.standard_normal((3, 3))
+    v = np.array([[_v(lambda i, j: d[i, j], a, b) for b in range(4)] for a in range(4)])
+    np.testing.assert_allclose(v, B_T @ d @ B_T.T, atol=1e-12)
+    y = np.array([[_y(lambda a, b: m[a, b], i, j) for j in range(2)] for i in range(2)])
+    np.testing.assert_allclose(y, A_T @ m @ A_T.T, atol=1e-12)
+    tile = A_T @ ((B_T @ d @ B_T.T) * (G @ g @ G.T)) @ A_T.T
+    direct = np.array([[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(2)] for i in range(2)])
+    np.testing.assert_allclose(tile, direct, atol=1e-12)

@@ -1,18 +1,20 @@
 """3×3 stride-1 conv2d on the CPU by Winograd F(2×2, 3×3): 2.25× fewer multiplies than direct.
 
 Why next to the direct kernel (`tir_dense_conv`): ResNet's 3×3 layers on 56×56 … 14×14 maps are
-most of its time, and the direct kernel runs them at the FMA peak already, so only less arithmetic
-makes them faster. Each 2×2 output tile is computed from a 4×4 input tile d and the transformed
+most of its time, and the direct kernel runs them near the FMA peak already, so only less
+arithmetic makes them faster. Each 2×2 output tile is computed from a 4×4 input tile d and the transformed
 weight U = G g Gᵀ (packed at compile time) as Y = Aᵀ[(Bᵀ d B) ⊙ U]A; summed over input channels,
 the ⊙ becomes 16 independent matrix products M[ξ] = U[ξ]ᵀ · V[ξ] (ξ: one of the 16 tile
 positions), which run on the same register tiling as the direct kernel: R output channels ×
 VW tiles accumulated in vector registers, one broadcast weight and one contiguous vector of V per FMA.
 
-Stages (one PrimFunc, each split across cores): the padded copy (`tir_padding`), the input
-transform V[ξ, c, p], the 16 products M[ξ, k, p], the output transform with bias, residual add and
-ReLU. Transforms are plain loops over the tiles of a row that LLVM vectorises. The weights grow by
-16/9 and every tile reads its input twice, so layers with few tiles (7×7 maps) stay on the direct
-kernel (`conv_tiles`). Only even output sizes are handled (every ResNet map is even).
+Stages (one PrimFunc, each split across cores): the padded copy (`tir_padding`, split by column
+parity so that the 4×4 inputs of consecutive tiles are contiguous), the input transform V[ξ, c, p],
+the 16 products M[ξ, k, p], the output transform with bias, residual add and ReLU. Both transforms
+are vectorised over the tiles of a row (plain loops were left scalar by LLVM: up to 2.2× slower
+layers); the output transform's stores are strided by 2. The weights grow by 16/9 and the
+transforms are fixed work per channel, so layers with few channels or tiles stay on the direct
+kernel (`conv_tiles.default_tile`). Only even output sizes are handled (every ResNet map is even).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from tridesign.kernels.reference import ConvGeometry
 from tridesign.kernels.runtime import KernelFunc
 from tridesign.kernels.tir_padding import PhaseSplit
 
-# F(2×2, 3×3) transforms (Lavin & Gray, 2016)
+# F(2×2, 3×3) transforms (Lavin & Gray, 2016): G packs the weights; B_T and A_T are what the
+# expanded `_v` and `_y` below compute (tests/kernels/test_dense_conv.py checks them against these)
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
 B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
 A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
