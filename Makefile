@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/tridesign demo --out reports/demo
 
-# The default suite (~10 min on 2 cores); `slow` tests (training from scratch, SCALE-Sim calibration,
+# The default suite (~13 min on 2 cores); `slow` tests (training from scratch, SCALE-Sim calibration,
 # whole-chain models whose parts are tested separately) run with `make test-all`.
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow"
