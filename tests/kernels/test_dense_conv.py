@@ -27,7 +27,7 @@ from tridesign.kernels.conv_tiles import (
     vector_floats,
 )
 from tridesign.kernels.reference import ConvGeometry
-from tridesign.kernels.relax_dense_conv import dense_conv_module
+from tridesign.kernels.relax_dense_conv import conv_layers, dense_conv_module
 from tridesign.kernels.tir_dense_conv import ConvTile, dense_conv2d_consts, dense_conv2d_func
 from tridesign.kernels.tir_padding import PhaseSplit
 
@@ -117,7 +117,9 @@ def test_relax_rewrite_absorbs_bias_residual_relu_and_matches_onnx_runtime():
     spec = get_target("host")
     target = spec.tvm_target()
     mod, _ = import_onnx(model, batch=1)
+    planned = conv_layers(mod)  # what `tune` measures: found without building kernels
     mod, layers = dense_conv_module(mod, TileBook(None), target)
+    assert sorted(planned, key=ConvLayer.key) == sorted((layer for layer, _ in layers), key=ConvLayer.key)
     epilogues = sorted((layer.w_shape[0], layer.w_shape[2], layer.relu, layer.residual) for layer, _ in layers)
     assert epilogues == [(16, 3, True, False), (32, 1, False, False), (32, 3, False, False), (32, 3, True, False), (32, 3, True, True)]
     fused = lower_fused(mod, target)

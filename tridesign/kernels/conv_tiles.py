@@ -174,10 +174,14 @@ class TileBook:
         self.defaulted += 1
         return default_tile(layer, target)
 
+    def missing(self, layers: list[ConvLayer]) -> list[ConvLayer]:
+        """One layer per shape the book does not hold yet."""
+        return list({layer.key(): layer for layer in layers if layer.key() not in self.entries}.values())
+
     def measure_missing(self, layers: list[ConvLayer], target: Any) -> int:
         """Measure every layer shape the book does not hold yet; returns how many were measured."""
-        todo = {layer.key(): layer for layer in layers if layer.key() not in self.entries}
-        for layer in todo.values():
+        todo = self.missing(layers)
+        for layer in todo:
             self.measure(layer, target)
         return len(todo)
 

@@ -29,6 +29,14 @@ class _Chain:
     residual: relax.Expr | None = None
     relu: bool = False
 
+    def layer(self) -> ConvLayer:
+        """The conv with its absorbed epilogue, as the kernels and the tile book see it."""
+        attrs = self.conv.attrs
+        pad = [int(p) for p in attrs.padding]
+        geom = ConvGeometry(tuple(int(s) for s in attrs.strides), (pad[0], pad[1]), tuple(int(d) for d in attrs.dilation), 1)
+        w_shape = tuple(int(d) for d in self.conv.args[1].value.shape)
+        return ConvLayer(static_shape(self.conv.args[0]), w_shape, geom, self.relu, self.residual is not None)
+
 
 def _eligible(value: relax.Expr) -> bool:
     if not isinstance(value, relax.Call) or not isinstance(value.op, tvm.ir.Op) or value.op.name != "relax.nn.conv2d":
@@ -157,11 +165,8 @@ class _DenseConvRewriter(relax.PyExprMutator):
 
     def _fused_call(self, chain: _Chain) -> relax.Expr:
         conv = chain.conv
-        attrs = conv.attrs
-        pad = [int(p) for p in attrs.padding]
-        geom = ConvGeometry(tuple(int(s) for s in attrs.strides), (pad[0], pad[1]), tuple(int(d) for d in attrs.dilation), 1)
         weight = conv.args[1].value.numpy()
-        layer = ConvLayer(static_shape(conv.args[0]), tuple(weight.shape), geom, chain.relu, chain.residual is not None)
+        layer = chain.layer()
         tile = self.book.tile_for(layer, self.target)
         self.layers.append((layer, tile))
         kf = conv_kernel(layer, tile, self.target)
@@ -173,6 +178,16 @@ class _DenseConvRewriter(relax.PyExprMutator):
             self.added[kf.signature], [self.visit_expr(conv.args[0]), residual, *consts],
             out_ty=relax.TensorType(kf.out_shape, "float32"),
         )
+
+
+def conv_layers(mod: tvm.IRModule) -> list[ConvLayer]:
+    """The layers `dense_conv_module` would rewrite, found without building any kernel (for `tune`)."""
+    return [
+        chain.layer()
+        for func in mod.functions.values()
+        if isinstance(func, relax.Function)
+        for chain in _Planner(func).chains().values()
+    ]
 
 
 def dense_conv_module(mod: tvm.IRModule, book: TileBook, target: Any) -> tuple[tvm.IRModule, list[tuple[ConvLayer, Any]]]:

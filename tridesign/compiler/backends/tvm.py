@@ -212,9 +212,9 @@ def sparsify(mod: Any, model: Any, target: Any, tuned: bool, notes: list[str]) -
 
 
 def dense_convs(mod: Any, spec: TargetSpec, db_dir: Path, measure: bool, notes: list[str]) -> tuple[Any, dict[str, int]]:
-    """Put ungrouped fp32 convolutions (and their bias/residual/ReLU) on the register-tiled kernel.
+    """Put ungrouped fp32 convolutions (and their bias/residual/ReLU) on the hand-written kernels.
 
-    CPU targets only. Each layer runs with the tile `tune` measured for it (conv_tiles.json in the
+    CPU targets only. Each layer runs with the tile and algorithm `tune` measured for it (conv_tiles.json in the
     target's database); `measure` times the candidates of layers not measured yet, here. Layers
     nobody measured use the default tile, and a note says how many.
     """
@@ -222,20 +222,16 @@ def dense_convs(mod: Any, spec: TargetSpec, db_dir: Path, measure: bool, notes: 
     if target.kind.name != "llvm":
         return mod, {}
     from tridesign.kernels.conv_tiles import TileBook
-    from tridesign.kernels.relax_dense_conv import dense_conv_module
+    from tridesign.kernels.relax_dense_conv import conv_layers, dense_conv_module
 
     book = TileBook.load(db_dir)
-    measured = 0
-    if measure:
-        _, planned = dense_conv_module(mod, TileBook(None), target)
-        layers = [layer for layer, _ in planned]
-        shapes = {layer.key() for layer in layers} - set(book.entries)
-        if shapes:
-            from tridesign.progress import step
+    todo = book.missing(conv_layers(mod)) if measure else []
+    if todo:
+        from tridesign.progress import step
 
-            with step(f"measuring register tiles for {len(shapes)} convolution shapes"):
-                measured = book.measure_missing(layers, target)
-            book.save()
+        with step(f"measuring register tiles for {len(todo)} convolution shapes"):
+            book.measure_missing(todo, target)
+        book.save()
     mod, layers = dense_conv_module(mod, book, target)
     if book.defaulted:
         notes.append(
@@ -246,7 +242,7 @@ def dense_convs(mod: Any, spec: TargetSpec, db_dir: Path, measure: bool, notes: 
         "dense_convs": len(layers),
         "winograd_convs": sum(1 for _, tile in layers if tile.winograd),
         "dense_conv_tiles_defaulted": book.defaulted,
-        "dense_conv_shapes_measured": measured,
+        "dense_conv_shapes_measured": len(todo),
     }
 
 
