@@ -8,7 +8,7 @@ import pytest
 from onnx import numpy_helper
 
 from tridesign.compiler.export import torch_to_onnx
-from tridesign.compiler.quantize import quantize_int8
+from tridesign.compiler.quantize import quantize_int8, saturates_int8
 from tridesign.errors import UsageError
 
 
@@ -44,6 +44,24 @@ def test_int8_qdq_per_channel(resnet, tmp_path) -> None:
     assert result["int8_slower"] == (result["latency_int8_ms"] > result["latency_fp32_ms"])
     assert result["accuracy_delta"] == result["accuracy_int8"] - result["accuracy_fp32"]
     assert labels_seen and not list(tmp_path.glob(".*work"))
+    # the weight range follows this CPU: 7 bits where its int8 kernels would saturate on 8
+    assert result["weights_reduced_range"] == saturates_int8()
+    assert int(np.abs(inits[conv_weight_dq[0].input[0]]).max()) <= (64 if saturates_int8() else 127)
+
+
+@pytest.mark.parametrize(
+    "machine,flags,saturates",
+    [("x86_64", {"avx2", "fma"}, True), ("x86_64", {"avx2", "avx512f", "avx512_vnni"}, False),
+     ("x86_64", {"avx2", "avx_vnni"}, False), ("aarch64", {"asimd"}, False)],
+)
+def test_weights_are_reduced_where_int8_kernels_saturate(monkeypatch, machine, flags, saturates) -> None:
+    import platform
+
+    import tridesign.compiler.targets as targets
+
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    monkeypatch.setattr(targets, "host_cpu_flags", lambda: flags)
+    assert saturates_int8() == saturates
 
 
 def test_needs_calibration(tmp_path) -> None:

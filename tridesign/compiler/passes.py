@@ -97,15 +97,24 @@ def quantize(model_path: Path, options: CompileOptions, calibration: list[dict[s
 
 
 def quantization_notes(quantized: dict[str, Any]) -> list[str]:
-    """Say so when int8 does not pay off here: a user expects int8 to be faster."""
+    """Say so when int8 does not pay off here (a user expects int8 to be faster), and when the
+    weights were quantized to 7 bits because this CPU's int8 kernels saturate on 8."""
     result = quantized.get("quantization")
-    if not result or not result["int8_slower"]:
+    if not result:
         return []
-    return [
-        f"int8 is slower than fp32 with ONNX Runtime on this CPU ({result['latency_int8_ms']:.3f} ms vs "
-        f"{result['latency_fp32_ms']:.3f} ms): at this size the quantize/dequantize overhead outweighs the int8 "
-        "arithmetic (see BENCHMARKS.md: larger layers gain)"
-    ]
+    notes = []
+    if result.get("weights_reduced_range"):
+        notes.append(
+            "int8 weights use a 7-bit range: this x86 CPU has no VNNI, and ONNX Runtime's int8 kernels "
+            "saturate on full-range weights there"
+        )
+    if result["int8_slower"]:
+        notes.append(
+            f"int8 is slower than fp32 with ONNX Runtime on this CPU ({result['latency_int8_ms']:.3f} ms vs "
+            f"{result['latency_fp32_ms']:.3f} ms): at this size the quantize/dequantize overhead outweighs the int8 "
+            "arithmetic (see BENCHMARKS.md: larger layers gain)"
+        )
+    return notes
 
 
 def calibration_batches(make_inputs, seed: int) -> list[dict[str, np.ndarray]]:

@@ -81,6 +81,12 @@ def _cpuinfo_flags(text: str) -> set[str]:
     return set()
 
 
+def host_cpu_flags() -> set[str]:
+    """This machine's CPU feature flags, as /proc/cpuinfo lists them (empty where it does not exist)."""
+    path = Path("/proc/cpuinfo")
+    return _cpuinfo_flags(path.read_text()) if path.exists() else set()
+
+
 def x86_level(flags: set[str]) -> str:
     """The x86-64 micro-architecture level (an LLVM mcpu) that the CPU's flags guarantee."""
     if {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"} <= flags:
