@@ -23,8 +23,10 @@ from tridesign.kernels.conv_tiles import (
     candidates,
     conv_consts,
     conv_kernel,
+    accumulator_budget,
     default_tile,
     vector_floats,
+    vector_registers,
 )
 from tridesign.kernels.reference import ConvGeometry
 from tridesign.kernels.relax_dense_conv import conv_layers, dense_conv_module
@@ -32,7 +34,9 @@ from tridesign.kernels.tir_dense_conv import ConvTile, dense_conv2d_consts, dens
 from tridesign.kernels.tir_padding import PhaseSplit
 
 # (x shape, w shape, stride, padding, dilation, tile, relu, residual): ResNet stems and blocks,
-# strided shortcuts, rows that are not a multiple of the tile, dilation, a batch of two.
+# strided shortcuts, rows that are not a multiple of the tile, dilation, a batch of two, channel
+# counts the tile does not divide (a smaller last group), tiles of several output rows, tiles with
+# the vectors across channels (pixel counts they do not divide: the last run is partial).
 CASES = [
     ((1, 16, 32, 32), (16, 16, 3, 3), 1, 1, 1, ConvTile(4, 32), True, False),
     ((1, 16, 32, 32), (32, 16, 3, 3), 2, 1, 1, ConvTile(8, 16), True, True),
@@ -40,6 +44,13 @@ CASES = [
     ((1, 3, 37, 37), (16, 3, 7, 7), 2, 3, 1, ConvTile(4, 16), True, False),
     ((1, 8, 7, 7), (32, 8, 3, 3), 1, 1, 1, ConvTile(16, 8), False, True),
     ((1, 4, 20, 20), (8, 4, 3, 3), 1, 2, 2, ConvTile(2, 32), True, False),
+    ((1, 16, 32, 32), (16, 16, 3, 3), 1, 1, 1, ConvTile(6, 16), True, True),
+    ((1, 64, 8, 8), (64, 64, 3, 3), 1, 1, 1, ConvTile(6, 8, rows=2), True, True),
+    ((1, 32, 16, 16), (64, 32, 3, 3), 2, 1, 1, ConvTile(6, 8, rows=2), True, False),
+    ((2, 5, 9, 9), (7, 5, 3, 3), 1, 1, 1, ConvTile(3, 8, rows=3), False, True),
+    ((1, 64, 7, 7), (48, 64, 3, 3), 1, 1, 1, ConvTile(16, 6, across_channels=True), True, True),
+    ((2, 8, 15, 15), (20, 8, 3, 3), 2, 1, 1, ConvTile(16, 5, across_channels=True), False, False),
+    ((1, 16, 14, 14), (32, 16, 1, 1), 2, 0, 1, ConvTile(8, 3, across_channels=True), True, False),
 ]
 
 
@@ -72,12 +83,18 @@ def test_kernel_matches_torch(x_shape, w_shape, stride, pad, dil, tile, relu, re
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
-def test_tiles_that_do_not_divide_the_channels_are_refused():
-    with pytest.raises(ValueError, match="not a multiple"):
-        dense_conv2d_func((1, 4, 8, 8), (12, 4, 3, 3), ConvGeometry((1, 1), (1, 1)), ConvTile(8, 8), False, False)
-    layer = ConvLayer((1, 4, 8, 8), (12, 4, 3, 3), ConvGeometry((1, 1), (1, 1)), False, False)
-    assert all(t.fits(12) and t.columns <= 16 for t in candidates(layer))
-    assert default_tile(layer, host_target()).fits(12)
+def test_tiles_that_do_not_fit_are_refused_and_not_proposed():
+    geom = ConvGeometry((1, 1), (1, 1))
+    with pytest.raises(ValueError, match="does not fit"):  # 8 output rows in blocks of 3
+        dense_conv2d_func((1, 4, 8, 8), (12, 4, 3, 3), geom, ConvTile(4, 8, rows=3), False, False)
+    with pytest.raises(ValueError, match="not a multiple"):  # Winograd's groups must divide the channels
+        conv_kernel(ConvLayer((1, 4, 8, 8), (12, 4, 3, 3), geom, False, False), ConvTile(8, 8, True), None)
+    target = host_target()
+    layer = ConvLayer((1, 4, 8, 8), (12, 4, 3, 3), geom, False, False)
+    floats, budget = vector_floats(target), accumulator_budget(target)
+    tiles = candidates(layer, target)
+    assert tiles and all(t.fits(12, 8) and t.columns <= 16 and t.registers(floats) <= budget for t in tiles)
+    assert default_tile(layer, target).fits(12, 8)
 
 
 def block_model() -> onnx.ModelProto:
@@ -138,31 +155,52 @@ def test_tile_book_measures_saves_and_is_used(tmp_path):
     assert book.measure_missing([layer, layer], host_target()) == 1
     book.save()
     saved = json.loads((tmp_path / BOOK_FILE).read_text())[layer.key()]
-    assert set(saved["ms"]) == {t.label for t in candidates(layer)}
+    assert set(saved["ms"]) == {t.label for t in candidates(layer, host_target())}
     assert all(ms > 0 for ms in saved["ms"].values())
     assert any(label.startswith("w") for label in saved["ms"])  # a 3x3 stride-1 even map: Winograd measured too
     again = TileBook.load(tmp_path)
     best = again.tile_for(layer, host_target())
-    assert again.defaulted == 0 and [best.channels, best.columns, int(best.winograd)] == saved["tile"]
+    assert again.defaulted == 0
+    assert [best.channels, best.columns, int(best.winograd), best.rows, int(best.across_channels)] == saved["tile"]
     assert saved["ms"][best.label] == min(saved["ms"].values())
     assert again.measure_missing([layer], host_target()) == 0
 
 
+def test_tile_books_written_before_rows_and_channel_tiles_still_load(tmp_path):
+    """Entries were [R, VW], then [R, VW, winograd], then [.., rows]; now [.., rows, across]."""
+    geom = ConvGeometry((1, 1), (1, 1))
+    layers = [ConvLayer((1, c, 8, 8), (16, c, 3, 3), geom, True, False) for c in (1, 2, 3, 4)]
+    entries = [[8, 16], [8, 16, 1], [6, 8, 0, 2], [16, 6, 0, 1, 1]]
+    book = {layer.key(): {"tile": tile, "ms": {}} for layer, tile in zip(layers, entries)}
+    (tmp_path / BOOK_FILE).write_text(json.dumps(book))
+    loaded = TileBook.load(tmp_path)
+    tiles = [loaded.tile_for(layer, host_target()) for layer in layers]
+    assert [t.label for t in tiles] == ["8x16", "w8x16", "6x2x8", "c16x6"] and loaded.defaulted == 0
+
+
 @pytest.mark.parametrize(
-    "spec,floats",
+    "spec,floats,registers,defaults",
     [
-        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v4"}, 16),
-        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "haswell"}, 8),
-        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64"}, 4),
-        ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76"}, 4),
+        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v4"}, 16, 32, ("c32x4", "c32x4", "4x32")),
+        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "haswell"}, 8, 16, ("c16x6", "6x2x8", "6x16")),
+        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64"}, 4, 16, ("6x8", "6x8", "6x8")),
+        ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76"}, 4, 32, ("4x8", "4x8", "4x8")),
     ],
 )
-def test_vector_width_comes_from_the_cpu_features(spec, floats):
+def test_tiles_follow_the_cpus_vector_registers(spec, floats, registers, defaults):
     target = tvm.target.Target(spec)
-    assert vector_floats(target) == floats
-    layer = ConvLayer((1, 64, 56, 56), (128, 64, 3, 3), ConvGeometry((2, 2), (1, 1)), True, False)
-    tile = default_tile(layer, target)
-    assert tile.channels * tile.columns == 8 * floats and not tile.winograd
+    assert (vector_floats(target), vector_registers(target)) == (floats, registers)
+    # output rows of 28 (not a whole number of AVX vectors), 8 (one AVX2 vector), 32 columns
+    layers = [
+        ConvLayer((1, 64, 56, 56), (128, 64, 3, 3), ConvGeometry((2, 2), (1, 1)), True, False),
+        ConvLayer((1, 64, 8, 8), (64, 64, 3, 3), ConvGeometry((1, 1), (1, 1)), True, False),
+        ConvLayer((1, 16, 32, 32), (16, 16, 3, 3), ConvGeometry((1, 1), (1, 1)), True, False),
+    ]
+    for layer, default in zip(layers, defaults):
+        tile = default_tile(layer, target)
+        # 12 accumulator registers where the CPU has 16, 8 where it has 32
+        assert tile.label == default and tile.registers(floats) == (12 if registers == 16 else 8)
+        assert all(t.registers(floats) <= registers - 4 for t in candidates(layer, target))
 
 
 @pytest.mark.parametrize(
@@ -212,14 +250,14 @@ def test_winograd_is_chosen_only_where_it_pays():
     target = host_target()
     same = ConvGeometry((1, 1), (1, 1))
     big = ConvLayer((1, 64, 56, 56), (64, 64, 3, 3), same, True, False)
-    assert default_tile(big, target).winograd and any(t.winograd for t in candidates(big))
+    assert default_tile(big, target).winograd and any(t.winograd for t in candidates(big, target))
     few_channels = ConvLayer((1, 16, 32, 32), (16, 16, 3, 3), same, True, False)
     few_tiles = ConvLayer((1, 512, 6, 6), (512, 512, 3, 3), same, True, False)
     assert not default_tile(few_channels, target).winograd and not default_tile(few_tiles, target).winograd
     odd = ConvLayer((1, 512, 7, 7), (512, 512, 3, 3), same, True, False)
     strided = ConvLayer((1, 64, 56, 56), (128, 64, 3, 3), ConvGeometry((2, 2), (1, 1)), True, False)
     for layer in (odd, strided):
-        assert not layer.winograd and not any(t.winograd for t in candidates(layer))
+        assert not layer.winograd and not any(t.winograd for t in candidates(layer, target))
 
 
 def test_winograd_block_in_a_relax_module_matches_onnx_runtime():

@@ -2,17 +2,22 @@
 
 Why a hand-written dense kernel next to MetaSchedule: ONNX Runtime's MLAS runs ResNet convolutions
 near this CPU's FMA peak, and MetaSchedule's generic search space needs thousands of trials to get
-there (BENCHMARKS.md, TVM tuning curve). This kernel has the structure MLAS uses and only two
-knobs, so a handful of measurements per layer (`tridesign.kernels.conv_tiles`) finds its best
-form: an output tile of R channels × VW columns is accumulated in vector registers over every
-(input channel, kh, kw) tap — one broadcast weight and one contiguous input row slice per FMA
-group — then bias, residual add and ReLU are applied before the single store.
+there (BENCHMARKS.md, TVM tuning curve). This kernel has the structure MLAS uses and a few
+knobs (the tile), so a handful of measurements per layer (`tridesign.kernels.conv_tiles`) finds
+its best form: an output tile of R channels × VW columns (× RH rows) is accumulated in vector
+registers over every (input channel, kh, kw) tap — one broadcast weight and one contiguous input
+row slice per FMA group — then bias, residual add and ReLU are applied before the single store.
 
 Layout: activations stay NCHW (the ONNX layout, so no transposes between layers). The input is
 copied once into a zero-padded, stride-phase-split buffer (`tir_padding.PhaseSplit`), so strided
 convolutions read contiguous rows too and the inner loop has no bounds checks; output rows are computed in whole VW-wide chunks (the padded tail is dropped).
-Weights are packed at compile time to [CO/R, CI, KH, KW, R] so the R weights of one tap are
+Weights are packed at compile time to [⌈CO/R⌉, CI, KH, KW, R] so the R weights of one tap are
 adjacent.
+
+Registers decide the tile: R·RH·⌈VW/floats⌉ accumulators plus the loaded input slices and one
+broadcast weight must fit the vector register file, or LLVM spills accumulators on every tap.
+With AVX2's 16 registers that is 12 accumulators (6×16, or 6×2×8 on 8-column maps); R need not
+divide the channel count, so such tiles serve 16-, 32- and 64-channel layers alike.
 """
 
 from __future__ import annotations
@@ -29,20 +34,46 @@ from tridesign.kernels.tir_padding import PhaseSplit
 
 @dataclass(frozen=True)
 class ConvTile:
-    """How one conv runs: output channels (R) × output columns (VW) held in registers, and whether by
-    Winograd F(2×2, 3×3) (`tir_winograd_conv`; VW then counts 2×2 output tiles)."""
+    """How one conv runs: output channels (R) × output rows × output columns (VW) held in registers,
+    and whether by Winograd F(2×2, 3×3) (`tir_winograd_conv`; VW then counts 2×2 output tiles, and
+    there is one row).
+
+    R need not divide the layer's output channels for the direct kernel: the last channel group
+    then holds the remainder (16 channels in tiles of 6: 6, 6, 4). Several output rows per tile
+    serve narrow maps, where one row is shorter than the vectors a tile wants (8×8 maps in tiles
+    of 2 rows × 8 columns). `across_channels` turns the vectors the other way: R output channels
+    (a multiple of the vector width) × `columns` output pixels, one broadcast input and R/floats
+    weight vectors per FMA group — no lanes wasted on maps whose width is not a multiple of the
+    vector (ResNet-18's 7×7), at the price of scalar stores.
+    """
 
     channels: int
     columns: int
     winograd: bool = False
+    rows: int = 1
+    across_channels: bool = False
 
-    def fits(self, out_channels: int) -> bool:
-        return out_channels % self.channels == 0
+    def fits(self, out_channels: int, out_rows: int) -> bool:
+        """Whether the tile can run a layer with these output channels and rows."""
+        if self.winograd:
+            return out_channels % self.channels == 0
+        return self.channels <= out_channels and out_rows % self.rows == 0
+
+    def registers(self, floats: int) -> int:
+        """Vector registers the accumulators take with `floats` floats per register."""
+        if self.across_channels:
+            return -(-self.channels // floats) * self.columns
+        return self.channels * self.rows * -(-self.columns // floats)
 
     @property
     def label(self) -> str:
-        """`8x16`, or `w16x16` for Winograd: the key of a measurement in `conv_tiles.json`."""
-        return f"{'w' if self.winograd else ''}{self.channels}x{self.columns}"
+        """`8x16`, `6x2x8` (channels × rows × columns), `c16x6` (vectors across channels × pixels),
+        or `w16x16` for Winograd: the key of a measurement in `conv_tiles.json`."""
+        if self.winograd:
+            return f"w{self.channels}x{self.columns}"
+        if self.across_channels:
+            return f"c{self.channels}x{self.columns}"
+        return f"{self.channels}x{self.columns}" if self.rows == 1 else f"{self.channels}x{self.rows}x{self.columns}"
 
 
 def dense_conv2d_func(
@@ -64,14 +95,22 @@ def dense_conv2d_func(
     co, ci, kh, kw = w_shape
     if geom.groups != 1 or ci != c:
         raise ValueError("dense_conv2d_func handles ungrouped convolutions only")
-    if not tile.fits(co):
-        raise ValueError(f"{co} output channels are not a multiple of the tile's {tile.channels}")
     oh, ow = geom.output_hw(h, w, (kh, kw))
+    if tile.winograd or not tile.fits(co, oh):
+        raise ValueError(f"tile {tile.label} does not fit {co} output channels × {oh} output rows")
     (sh, sw), (ph, pw), (dh, dw) = geom.stride, geom.padding, geom.dilation
-    rr, vw = tile.channels, tile.columns
-    nw = -(-ow // vw)
-    # phase-plane columns: enough for the padded input and for the last chunk's reads
-    split = PhaseSplit.of(x_shape, (kh, kw), geom, min_cols=nw * vw + (kw - 1) * dw // sw)
+    rr, rh, vw = tile.channels, tile.rows, tile.columns
+    groups = -(-co // rr)
+    tail = co - (groups - 1) * rr  # channels of the last group: rr unless rr does not divide co
+    pixels = oh * ow
+    if tile.across_channels:
+        units = -(-pixels // vw)  # runs of `vw` output pixels, in row-major order
+        min_cols = ow + (kw - 1) * dw // sw
+    else:
+        nrb, nw = oh // rh, -(-ow // vw)
+        units = nrb * nw  # blocks of rh rows × vw columns
+        min_cols = nw * vw + (kw - 1) * dw // sw  # the last chunk reads past the row
+    split = PhaseSplit.of(x_shape, (kh, kw), geom, min_cols=min_cols)
     copy, copy_serial, xp_at = split.copy(), split.copy(parallel=False), split.offset
     # The accumulators only stay in registers when every index into them is a constant after
     # unrolling: rows that are whole chunks store vectors; a ragged last chunk stores unrolled
@@ -79,10 +118,6 @@ def dense_conv2d_func(
     # after every FMA).
     whole_rows = ow % vw == 0
     store_loop = T.vectorized if whole_rows else T.unroll
-    # LLVM keeps a buffer in registers only if it is a stack allocation, and TVM puts allocations of
-    # 1 KiB or more on the heap: the R accumulator rows are two buffers (halves) so that tiles of up
-    # to ~500 floats (all 32 AVX-512 registers) stay in registers.
-    lo = rr // 2
     # Which loop the cores split: output rows where the input outweighs the weights (each core then
     # reads mostly the rows its half of the padding copy wrote), output channels elsewhere (each
     # core streams only its half of the weights, once). Measured in ResNet-18: its 512×512×3×3
@@ -93,63 +128,129 @@ def dense_conv2d_func(
     # works through its share of the blocks, instead of one shared copy and a second parallel region
     # (5–20% faster on ResNet-20's 16×16 and 8×8 layers and ResNet-18's 14×14 and 7×7).
     private = not rows_outer
-    blocks = nb * (co // rr) * oh * nw
+    blocks = nb * groups * units
     per_core = -(-blocks // cores)
     res_shape = (nb, co, oh, ow) if residual else (1,)
     name = (
         f"dense_conv2d_{nb}x{c}x{h}x{w}_{co}x{kh}x{kw}_s{sh}{sw}p{ph}{pw}d{dh}{dw}"
-        f"_t{rr}x{vw}{'_res' if residual else ''}{'_relu' if relu else ''}"
+        f"_t{tile.label}{'_res' if residual else ''}{'_relu' if relu else ''}"
     )
 
     @T.macro
-    def zero(acc, rows):
-        for r in T.unroll(rows):
-            for j in T.vectorized(vw):
+    def put(value, res, bias, y, n, ch, oy, ox):
+        """The fused epilogue of one output element: bias, residual add, ReLU."""
+        if residual:
+            if relu:
+                y[n, ch, oy, ox] = T.max(value + bias[ch] + res[n, ch, oy, ox], T.float32(0))
+            else:
+                y[n, ch, oy, ox] = value + bias[ch] + res[n, ch, oy, ox]
+        elif relu:
+            y[n, ch, oy, ox] = T.max(value + bias[ch], T.float32(0))
+        else:
+            y[n, ch, oy, ox] = value + bias[ch]
+
+    @T.macro
+    def zero(acc, count, width):
+        for r in T.unroll(count):
+            for j in T.vectorized(width):
                 acc[r, j] = T.float32(0)
 
+    # Row tiles: acc[channel, row · vw + column], one input row slice per tile row and tap.
     @T.macro
-    def accumulate(acc, r0, rows, wp, xp, n, group, oy, x0, ic, ky, kx):
-        for r in T.unroll(rows):
-            for j in T.vectorized(vw):
-                acc[r, j] = acc[r, j] + wp[group, ic, ky, kx, r0 + r] * xp[
-                    xp_at(n * c + ic, ky * dh % sh, kx * dw % sw, oy + ky * dh // sh, x0 + j + kx * dw // sw)
-                ]
+    def accumulate(acc, r0, channels, wp, xp, n, group, oy, x0, ic, ky, kx):
+        for r in T.unroll(channels):
+            for i in T.unroll(rh):
+                for j in T.vectorized(vw):
+                    acc[r, i * vw + j] = acc[r, i * vw + j] + wp[group, ic, ky, kx, r0 + r] * xp[
+                        xp_at(n * c + ic, ky * dh % sh, kx * dw % sw, oy + i + ky * dh // sh, x0 + j + kx * dw // sw)
+                    ]
 
     @T.macro
-    def store(acc, r0, rows, res, bias, y, n, group, oy, x0):
-        for r in T.unroll(rows):
-            for j in store_loop(vw):
-                if whole_rows or x0 + j < ow:
-                    if residual:
-                        acc[r, j] = acc[r, j] + res[n, group * rr + r0 + r, oy, x0 + j]
-                    if relu:
-                        y[n, group * rr + r0 + r, oy, x0 + j] = T.max(acc[r, j] + bias[group * rr + r0 + r], T.float32(0))
-                    else:
-                        y[n, group * rr + r0 + r, oy, x0 + j] = acc[r, j] + bias[group * rr + r0 + r]
+    def store(acc, r0, channels, res, bias, y, n, group, oy, x0):
+        for r in T.unroll(channels):
+            for i in T.unroll(rh):
+                for j in store_loop(vw):
+                    if whole_rows or x0 + j < ow:
+                        put(acc[r, i * vw + j], res, bias, y, n, group * rr + r0 + r, oy + i, x0 + j)
 
     @T.macro
-    def conv_block(blk, xp, wp, res, bias, y):
-        n = T.meta_var(blk // ((co // rr) * oh * nw))
-        oy = T.meta_var(blk // (nw * (co // rr)) % oh if rows_outer else blk // nw % oh)
-        group = T.meta_var(blk // nw % (co // rr) if rows_outer else blk // (oh * nw) % (co // rr))
-        x0 = T.meta_var(blk % nw * vw)
-        acc_lo = T.alloc_buffer((max(lo, 1), vw), "float32")
-        acc_hi = T.alloc_buffer((rr - lo, vw), "float32")
-        zero(acc_lo, lo)
-        zero(acc_hi, rr - lo)
+    def row_tile(channels, n, group, oy, x0, xp, wp, res, bias, y):
+        # LLVM keeps a buffer in registers only if it is a stack allocation, and TVM puts
+        # allocations of 1 KiB or more on the heap: the accumulators are two buffers (halves) so
+        # that tiles of up to ~500 floats (all 32 AVX-512 registers) stay in registers.
+        acc_lo = T.alloc_buffer((max(channels // 2, 1), rh * vw), "float32")
+        acc_hi = T.alloc_buffer((channels - channels // 2, rh * vw), "float32")
+        zero(acc_lo, channels // 2, rh * vw)
+        zero(acc_hi, channels - channels // 2, rh * vw)
         for ic in range(c):
             for ky in T.unroll(kh):
                 for kx in T.unroll(kw):
-                    accumulate(acc_lo, 0, lo, wp, xp, n, group, oy, x0, ic, ky, kx)
-                    accumulate(acc_hi, lo, rr - lo, wp, xp, n, group, oy, x0, ic, ky, kx)
-        store(acc_lo, 0, lo, res, bias, y, n, group, oy, x0)
-        store(acc_hi, lo, rr - lo, res, bias, y, n, group, oy, x0)
+                    accumulate(acc_lo, 0, channels // 2, wp, xp, n, group, oy, x0, ic, ky, kx)
+                    accumulate(acc_hi, channels // 2, channels - channels // 2, wp, xp, n, group, oy, x0, ic, ky, kx)
+        store(acc_lo, 0, channels // 2, res, bias, y, n, group, oy, x0)
+        store(acc_hi, channels // 2, channels - channels // 2, res, bias, y, n, group, oy, x0)
+
+    # Pixel tiles: acc[pixel, channel], one broadcast input pixel and the rr weights of a tap per
+    # FMA group; a pixel past the map recomputes the last one and is not stored.
+    @T.macro
+    def accumulate_pixels(acc, p0, count, wp, xp, n, group, q0, ic, ky, kx):
+        for p in T.unroll(count):
+            for m in T.vectorized(rr):
+                acc[p, m] = acc[p, m] + wp[group, ic, ky, kx, m] * xp[
+                    xp_at(
+                        n * c + ic, ky * dh % sh, kx * dw % sw,
+                        T.min(q0 + p0 + p, pixels - 1) // ow + ky * dh // sh,
+                        T.min(q0 + p0 + p, pixels - 1) % ow + kx * dw // sw,
+                    )
+                ]
+
+    @T.macro
+    def store_pixels(acc, p0, count, channels, res, bias, y, n, group, q0):
+        for p in T.unroll(count):
+            if q0 + p0 + p < pixels:
+                for m in T.unroll(channels):
+                    put(acc[p, m], res, bias, y, n, group * rr + m, (q0 + p0 + p) // ow, (q0 + p0 + p) % ow)
+
+    @T.macro
+    def pixel_tile(channels, n, group, q0, xp, wp, res, bias, y):
+        acc_lo = T.alloc_buffer((max(vw // 2, 1), rr), "float32")  # halves, as in row_tile
+        acc_hi = T.alloc_buffer((vw - vw // 2, rr), "float32")
+        zero(acc_lo, vw // 2, rr)
+        zero(acc_hi, vw - vw // 2, rr)
+        for ic in range(c):
+            for ky in T.unroll(kh):
+                for kx in T.unroll(kw):
+                    accumulate_pixels(acc_lo, 0, vw // 2, wp, xp, n, group, q0, ic, ky, kx)
+                    accumulate_pixels(acc_hi, vw // 2, vw - vw // 2, wp, xp, n, group, q0, ic, ky, kx)
+        store_pixels(acc_lo, 0, vw // 2, channels, res, bias, y, n, group, q0)
+        store_pixels(acc_hi, vw // 2, vw - vw // 2, channels, res, bias, y, n, group, q0)
+
+    @T.macro
+    def tile_at(channels, n, group, u, xp, wp, res, bias, y):
+        if tile.across_channels:
+            pixel_tile(channels, n, group, u * vw, xp, wp, res, bias, y)
+        else:
+            row_tile(channels, n, group, u // nw * rh, u % nw * vw, xp, wp, res, bias, y)
+
+    @T.macro
+    def block(blk, xp, wp, res, bias, y):
+        # blocks of one spatial unit are adjacent where rows are split (they share input rows),
+        # blocks of one channel group where channels are (they share weights)
+        n = T.meta_var(blk // (groups * units))
+        u = T.meta_var(blk // groups % units if rows_outer else blk % units)
+        group = T.meta_var(blk % groups if rows_outer else blk // units % groups)
+        if tail == rr:
+            tile_at(rr, n, group, u, xp, wp, res, bias, y)
+        elif group < groups - 1:
+            tile_at(rr, n, group, u, xp, wp, res, bias, y)
+        else:
+            tile_at(tail, n, group, u, xp, wp, res, bias, y)
 
     @T.prim_func
     def kernel(
         x: T.Buffer((nb, c, h, w), "float32"),
         res: T.Buffer(res_shape, "float32"),
-        wp: T.Buffer((co // rr, c, kh, kw, rr), "float32"),
+        wp: T.Buffer((groups, c, kh, kw, rr), "float32"),
         bias: T.Buffer((co,), "float32"),
         y: T.Buffer((nb, co, oh, ow), "float32"),
     ):
@@ -160,22 +261,25 @@ def dense_conv2d_func(
                 copy_serial(x, xq)
                 for q in range(per_core):
                     if t * per_core + q < blocks:
-                        conv_block(t * per_core + q, xq, wp, res, bias, y)
+                        block(t * per_core + q, xq, wp, res, bias, y)
         else:
             xp = T.alloc_buffer((split.total,), "float32")
             copy(x, xp)
             for blk in T.parallel(blocks):
-                conv_block(blk, xp, wp, res, bias, y)
+                block(blk, xp, wp, res, bias, y)
 
     signature = ("dense_conv2d", x_shape, w_shape, geom, tile, relu, residual, cores)
     return KernelFunc(kernel, signature, (nb, co, oh, ow))
 
 
 def pack_weight(weight: np.ndarray, tile: ConvTile) -> np.ndarray:
-    """[CO, CI, KH, KW] → [CO/R, CI, KH, KW, R]: the R weights of one tap side by side."""
+    """[CO, CI, KH, KW] → [⌈CO/R⌉, CI, KH, KW, R]: the R weights of one tap side by side (the last
+    group zero-padded where R does not divide CO; its padding is never read)."""
     co, ci, kh, kw = weight.shape
     r = tile.channels
-    return np.ascontiguousarray(weight.reshape(co // r, r, ci, kh, kw).transpose(0, 2, 3, 4, 1), dtype=np.float32)
+    padded = np.zeros((-(-co // r) * r, ci, kh, kw), np.float32)
+    padded[:co] = weight
+    return np.ascontiguousarray(padded.reshape(-1, r, ci, kh, kw).transpose(0, 2, 3, 4, 1))
 
 
 def dense_conv2d_consts(weight: np.ndarray, bias: np.ndarray | None, tile: ConvTile) -> list[np.ndarray]:
