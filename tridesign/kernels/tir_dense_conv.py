@@ -22,6 +22,7 @@ divide the channel count, so such tiles serve 16-, 32- and 64-channel layers ali
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +40,7 @@ class ConvTile:
     there is one row).
 
     R need not divide the layer's output channels for the direct kernel: the last channel group
-    then holds the remainder (16 channels in tiles of 6: 6, 6, 4). Several output rows per tile
+    then stores only the remainder (16 channels in tiles of 6: 6, 6, 4). Several output rows per tile
     serve narrow maps, where one row is shorter than the vectors a tile wants (8×8 maps in tiles
     of 2 rows × 8 columns). `across_channels` turns the vectors the other way: R output channels
     (a multiple of the vector width) × `columns` output pixels, one broadcast input and R/floats
@@ -76,6 +77,7 @@ class ConvTile:
         return f"{self.channels}x{self.columns}" if self.rows == 1 else f"{self.channels}x{self.rows}x{self.columns}"
 
 
+@functools.lru_cache(maxsize=256)
 def dense_conv2d_func(
     x_shape: tuple[int, int, int, int],
     w_shape: tuple[int, int, int, int],
@@ -86,6 +88,9 @@ def dense_conv2d_func(
     cores: int = 1,
 ) -> KernelFunc:
     """The kernel for one layer signature: call as (x, residual, packed weight, bias) -> y.
+
+    Cached per signature: building one is mostly TVMScript parsing (0.4–0.7 s), and `tune` times a
+    layer's candidates before `compile` builds the chosen one again.
 
     `cores` is the target's core count (the number of private input copies, see below).
 
@@ -101,7 +106,10 @@ def dense_conv2d_func(
     (sh, sw), (ph, pw), (dh, dw) = geom.stride, geom.padding, geom.dilation
     rr, rh, vw = tile.channels, tile.rows, tile.columns
     groups = -(-co // rr)
-    tail = co - (groups - 1) * rr  # channels of the last group: rr unless rr does not divide co
+    # Where rr does not divide co the last group computes rr channels too (its padded weights are
+    # zeros) and stores only the real ones: one tile body, not a second one for the remainder —
+    # each body is seconds of TVMScript parsing, paid for every layer shape `compile` and `tune` build.
+    ragged = co % rr != 0
     pixels = oh * ow
     if tile.across_channels:
         units = -(-pixels // vw)  # runs of `vw` output pixels, in row-major order
@@ -170,25 +178,25 @@ def dense_conv2d_func(
         for r in T.unroll(channels):
             for i in T.unroll(rh):
                 for j in store_loop(vw):
-                    if whole_rows or x0 + j < ow:
+                    if (whole_rows or x0 + j < ow) and (not ragged or group * rr + r0 + r < co):
                         put(acc[r, i * vw + j], res, bias, y, n, group * rr + r0 + r, oy + i, x0 + j)
 
     @T.macro
-    def row_tile(channels, n, group, oy, x0, xp, wp, res, bias, y):
+    def row_tile(n, group, oy, x0, xp, wp, res, bias, y):
         # LLVM keeps a buffer in registers only if it is a stack allocation, and TVM puts
         # allocations of 1 KiB or more on the heap: the accumulators are two buffers (halves) so
         # that tiles of up to ~500 floats (all 32 AVX-512 registers) stay in registers.
-        acc_lo = T.alloc_buffer((max(channels // 2, 1), rh * vw), "float32")
-        acc_hi = T.alloc_buffer((channels - channels // 2, rh * vw), "float32")
-        zero(acc_lo, channels // 2, rh * vw)
-        zero(acc_hi, channels - channels // 2, rh * vw)
+        acc_lo = T.alloc_buffer((max(rr // 2, 1), rh * vw), "float32")
+        acc_hi = T.alloc_buffer((rr - rr // 2, rh * vw), "float32")
+        zero(acc_lo, rr // 2, rh * vw)
+        zero(acc_hi, rr - rr // 2, rh * vw)
         for ic in range(c):
             for ky in T.unroll(kh):
                 for kx in T.unroll(kw):
-                    accumulate(acc_lo, 0, channels // 2, wp, xp, n, group, oy, x0, ic, ky, kx)
-                    accumulate(acc_hi, channels // 2, channels - channels // 2, wp, xp, n, group, oy, x0, ic, ky, kx)
-        store(acc_lo, 0, channels // 2, res, bias, y, n, group, oy, x0)
-        store(acc_hi, channels // 2, channels - channels // 2, res, bias, y, n, group, oy, x0)
+                    accumulate(acc_lo, 0, rr // 2, wp, xp, n, group, oy, x0, ic, ky, kx)
+                    accumulate(acc_hi, rr // 2, rr - rr // 2, wp, xp, n, group, oy, x0, ic, ky, kx)
+        store(acc_lo, 0, rr // 2, res, bias, y, n, group, oy, x0)
+        store(acc_hi, rr // 2, rr - rr // 2, res, bias, y, n, group, oy, x0)
 
     # Pixel tiles: acc[pixel, channel], one broadcast input pixel and the rr weights of a tap per
     # FMA group; a pixel past the map recomputes the last one and is not stored.
@@ -205,14 +213,15 @@ def dense_conv2d_func(
                 ]
 
     @T.macro
-    def store_pixels(acc, p0, count, channels, res, bias, y, n, group, q0):
+    def store_pixels(acc, p0, count, res, bias, y, n, group, q0):
         for p in T.unroll(count):
             if q0 + p0 + p < pixels:
-                for m in T.unroll(channels):
-                    put(acc[p, m], res, bias, y, n, group * rr + m, (q0 + p0 + p) // ow, (q0 + p0 + p) % ow)
+                for m in T.unroll(rr):
+                    if not ragged or group * rr + m < co:
+                        put(acc[p, m], res, bias, y, n, group * rr + m, (q0 + p0 + p) // ow, (q0 + p0 + p) % ow)
 
     @T.macro
-    def pixel_tile(channels, n, group, q0, xp, wp, res, bias, y):
+    def pixel_tile(n, group, q0, xp, wp, res, bias, y):
         acc_lo = T.alloc_buffer((max(vw // 2, 1), rr), "float32")  # halves, as in row_tile
         acc_hi = T.alloc_buffer((vw - vw // 2, rr), "float32")
         zero(acc_lo, vw // 2, rr)
@@ -222,15 +231,8 @@ def dense_conv2d_func(
                 for kx in T.unroll(kw):
                     accumulate_pixels(acc_lo, 0, vw // 2, wp, xp, n, group, q0, ic, ky, kx)
                     accumulate_pixels(acc_hi, vw // 2, vw - vw // 2, wp, xp, n, group, q0, ic, ky, kx)
-        store_pixels(acc_lo, 0, vw // 2, channels, res, bias, y, n, group, q0)
-        store_pixels(acc_hi, vw // 2, vw - vw // 2, channels, res, bias, y, n, group, q0)
-
-    @T.macro
-    def tile_at(channels, n, group, u, xp, wp, res, bias, y):
-        if tile.across_channels:
-            pixel_tile(channels, n, group, u * vw, xp, wp, res, bias, y)
-        else:
-            row_tile(channels, n, group, u // nw * rh, u % nw * vw, xp, wp, res, bias, y)
+        store_pixels(acc_lo, 0, vw // 2, res, bias, y, n, group, q0)
+        store_pixels(acc_hi, vw // 2, vw - vw // 2, res, bias, y, n, group, q0)
 
     @T.macro
     def block(blk, xp, wp, res, bias, y):
@@ -239,12 +241,10 @@ def dense_conv2d_func(
         n = T.meta_var(blk // (groups * units))
         u = T.meta_var(blk // groups % units if rows_outer else blk % units)
         group = T.meta_var(blk % groups if rows_outer else blk // units % groups)
-        if tail == rr:
-            tile_at(rr, n, group, u, xp, wp, res, bias, y)
-        elif group < groups - 1:
-            tile_at(rr, n, group, u, xp, wp, res, bias, y)
+        if tile.across_channels:
+            pixel_tile(n, group, u * vw, xp, wp, res, bias, y)
         else:
-            tile_at(tail, n, group, u, xp, wp, res, bias, y)
+            row_tile(n, group, u // nw * rh, u % nw * vw, xp, wp, res, bias, y)
 
     @T.prim_func
     def kernel(
@@ -274,7 +274,7 @@ def dense_conv2d_func(
 
 def pack_weight(weight: np.ndarray, tile: ConvTile) -> np.ndarray:
     """[CO, CI, KH, KW] → [⌈CO/R⌉, CI, KH, KW, R]: the R weights of one tap side by side (the last
-    group zero-padded where R does not divide CO; its padding is never read)."""
+    group zero-padded where R does not divide CO: those channels are computed, never stored)."""
     co, ci, kh, kw = weight.shape
     r = tile.channels
     padded = np.zeros((-(-co // r) * r, ci, kh, kw), np.float32)
