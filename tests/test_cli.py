@@ -80,9 +80,11 @@ def test_unwritable_output_directory(tmp_path, cli):
 
 def test_interrupt_leaves_no_half_written_artifact(tmp_path):
     out = tmp_path / "art"
+    # SIGINT back to its default in the child: a suite started as a background job (`make test &`)
+    # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt
     proc = subprocess.Popen(
         [sys.executable, "-m", "tridesign", "compile", "resnet20", "--config", "paper", "--backend", "tvm", "-o", str(out)],
-        cwd=REPO, stderr=subprocess.PIPE, text=True,
+        cwd=REPO, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # Interrupt once the backend has started compiling (the reference run is the step before).
     deadline = time.time() + 120
