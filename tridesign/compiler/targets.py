@@ -147,11 +147,8 @@ def _usable_cores() -> int:
 def detect_host(cpuinfo: str | None = None, machine: str | None = None, cores: int | None = None) -> TargetSpec:
     """The target of this machine: ISA level from /proc/cpuinfo flags, and the usable core count."""
     machine = machine or platform.machine()
-    if cpuinfo is None:
-        path = Path("/proc/cpuinfo")
-        cpuinfo = path.read_text() if path.exists() else ""
     cores = cores or _usable_cores()
-    flags = _cpuinfo_flags(cpuinfo)
+    flags = host_cpu_flags() if cpuinfo is None else _cpuinfo_flags(cpuinfo)
     if machine in ("x86_64", "AMD64"):
         mcpu, triple = x86_level(flags), "x86_64-linux-gnu"
     elif machine in ("aarch64", "arm64"):
