@@ -64,6 +64,7 @@ def tune_cmd(
         ["kernels with a tuned schedule", f"{report['kernels_tuned']} of {report['kernels']}"],
         ["convolutions on the tiled kernels", report.get("dense_convs", 0)],
         ["  of them by Winograd", report.get("winograd_convs", 0)],
+        ["max-pools on the hand-written kernel", report.get("max_pools", 0)],
         ["conv shapes measured (s)", f"{report.get('dense_conv_shapes_measured', 0)} ({report.get('dense_conv_tiling_s', 0)})"],
     ])
     for note in report.get("notes", []):

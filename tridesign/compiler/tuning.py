@@ -296,7 +296,7 @@ def tune_model(
     model must be the graph `compile` will see (tridesign.compiler.pipeline.resolve_source), or the
     kernels' structural hashes differ and nothing is reused.
     """
-    from tridesign.compiler.backends.tvm import dense_convs, import_onnx, lower_fused
+    from tridesign.compiler.backends.tvm import import_onnx, lower_fused, put_on_hand_written_kernels
     from tridesign.compiler.targets import get_target
 
     spec = get_target(target)
@@ -304,7 +304,7 @@ def tune_model(
     mod, _ = import_onnx(model, batch=batch)
     notes: list[str] = []
     start = time.perf_counter()
-    mod, conv_report = dense_convs(mod, spec, db_dir, measure=spec.runs_here and remote is None, notes=notes)
+    mod, conv_report = put_on_hand_written_kernels(mod, spec, db_dir, measure=spec.runs_here and remote is None, notes=notes)
     conv_report["dense_conv_tiling_s"] = round(time.perf_counter() - start, 1)
     if remote is not None and conv_report.get("dense_convs"):
         notes.append("convolution tiles are measured on this machine only: through a tracker the default tiles are used")

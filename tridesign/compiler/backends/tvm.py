@@ -246,6 +246,33 @@ def dense_convs(mod: Any, spec: TargetSpec, db_dir: Path, measure: bool, notes: 
     }
 
 
+def max_pools(mod: Any, target: Any, notes: list[str]) -> tuple[Any, dict[str, int]]:
+    """Put max-pools on the hand-written kernel (CPU targets), which MetaSchedule cannot schedule.
+
+    A pool the kernel does not cover (ceil mode, dilation, another layout) stays with TVM's
+    legalized reduction, and a note says so.
+    """
+    if target.kind.name != "llvm":
+        return mod, {}
+    from tridesign.kernels.relax_max_pool import max_pool_module
+
+    mod, rewritten, left = max_pool_module(mod)
+    if left:
+        notes.append(f"{left} max-pool(s) not covered by the hand-written kernel run on TVM's generic reduction")
+    return mod, {"max_pools": rewritten}
+
+
+def put_on_hand_written_kernels(mod: Any, spec: TargetSpec, db_dir: Path, measure: bool, notes: list[str]) -> tuple[Any, dict[str, int]]:
+    """Convolutions and max-pools onto tridesign.kernels (CPU targets), before MetaSchedule sees the module.
+
+    `compile` and `tune` both call this, so the kernels left to MetaSchedule — and so the
+    workloads its records are keyed by — are the same in both.
+    """
+    mod, conv_report = dense_convs(mod, spec, db_dir, measure, notes)
+    mod, pool_report = max_pools(mod, spec.tvm_target(), notes)
+    return mod, {**conv_report, **pool_report}
+
+
 class TvmSession:
     """A loaded TVM artifact: the Relax VM over the module, fed and read by ONNX names."""
 
@@ -330,8 +357,10 @@ def kernel_op_type(symbol: str) -> str:
     """`fused_conv2d3_add2_relu1` → `conv2d+add+relu`: the ops a fused kernel holds, without counters.
 
     The hand-written dense convs name their epilogue in their symbol (`dense_conv2d_<shape>_t8x16_res_relu`,
-    `winograd_conv2d_<shape>_t16x16_relu`).
+    `winograd_conv2d_<shape>_t16x16_relu`); the hand-written max-pool is `max_pool2d_<shape>_k3x3_s2x2_p1x1`.
     """
+    if symbol.startswith("max_pool2d_"):
+        return "max_pool2d"
     if symbol.startswith(("dense_conv2d_", "winograd_conv2d_")):
         epilogue = symbol.rstrip("0123456789").split("_t", 1)[-1]
         return "conv2d" + ("+add" if "_res" in epilogue else "") + ("+relu" if "_relu" in epilogue else "")
@@ -366,9 +395,11 @@ class TvmBackend:
         notes: list[str] = list(io.pop("notes"))
         db_dir = Path(options.tuning_db) if options.tuning_db else tuning.default_db_dir(spec)
         mod, sparse_layers = sparsify(mod, model, target, options.tune_trials > 0 or tuning.has_records(db_dir), notes)
-        mod, conv_report = dense_convs(mod, spec, db_dir, measure=options.tune_trials > 0 and spec.runs_here, notes=notes)
+        mod, kernel_report = put_on_hand_written_kernels(
+            mod, spec, db_dir, measure=options.tune_trials > 0 and spec.runs_here, notes=notes
+        )
         fused = lower_fused(mod, target)
-        report: dict[str, Any] = {"database": str(db_dir), "trials": options.tune_trials, **conv_report}
+        report: dict[str, Any] = {"database": str(db_dir), "trials": options.tune_trials, **kernel_report}
         if options.tune_trials > 0:
             report.update(tuning.tune(fused, spec, options.tune_trials, db_dir))
         fused, applied, total = tuning.apply_database(fused, target, db_dir)
