@@ -179,15 +179,15 @@ def test_tile_books_written_before_rows_and_channel_tiles_still_load(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "spec,floats,registers,defaults",
+    "spec,floats,registers,defaults,winograd_default",
     [
-        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v4"}, 16, 32, ("c32x4", "c32x4", "4x32")),
-        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "haswell"}, 8, 16, ("c16x6", "6x2x8", "6x16")),
-        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64"}, 4, 16, ("6x8", "6x8", "6x8")),
-        ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76"}, 4, 32, ("4x8", "4x8", "4x8")),
+        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v4"}, 16, 32, ("c32x4", "c32x4", "4x32"), "w16x16"),
+        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "haswell"}, 8, 16, ("c16x6", "6x2x8", "6x16"), "wc16x6"),
+        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64"}, 4, 16, ("6x8", "6x8", "6x8"), "wc8x6"),
+        ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76"}, 4, 32, ("4x8", "4x8", "4x8"), "w16x4"),
     ],
 )
-def test_tiles_follow_the_cpus_vector_registers(spec, floats, registers, defaults):
+def test_tiles_follow_the_cpus_vector_registers(spec, floats, registers, defaults, winograd_default):
     target = tvm.target.Target(spec)
     assert (vector_floats(target), vector_registers(target)) == (floats, registers)
     # output rows of 28 (not a whole number of AVX vectors), 8 (one AVX2 vector), 32 columns
@@ -201,6 +201,11 @@ def test_tiles_follow_the_cpus_vector_registers(spec, floats, registers, default
         # 12 accumulator registers where the CPU has 16, 8 where it has 32
         assert tile.label == default and tile.registers(floats) == (12 if registers == 16 else 8)
         assert all(t.registers(floats) <= registers - 4 for t in candidates(layer, target))
+    # Winograd's products: 12 accumulators across two vectors of channels on 16 registers, 16
+    # channels × one vector of tiles on 32
+    winograd = ConvLayer((1, 64, 56, 56), (64, 64, 3, 3), ConvGeometry((1, 1), (1, 1)), True, False)
+    assert default_tile(winograd, target).label == winograd_default
+    assert all(t.registers(floats) <= registers - 4 for t in candidates(winograd, target))
 
 
 @pytest.mark.parametrize(
@@ -215,17 +220,21 @@ def test_padding_copy_writes_only_the_phase_planes_a_tap_reads(kernel_hw, stride
     assert taps <= {(a, b) for a in range(used[0]) for b in range(used[1])}
 
 
-# (x shape, output channels, rows, tiles, relu, residual): ResNet-18's first stage, a batch of two
-# with a non-square map and spare register tiles, an epilogue without ReLU.
+# (x shape, output channels, rows, tiles, relu, residual, across channels): ResNet-18's first
+# stage, a batch of two with a non-square map and spare register tiles, an epilogue without ReLU;
+# products with the vectors across channels on ResNet-18's 14×14 map (49 tiles: the last run of
+# 6 is partial), and on a batch of two whose tile count the run divides.
 WINOGRAD_CASES = [
-    ((1, 64, 56, 56), 64, 16, 16, True, True),
-    ((2, 8, 6, 10), 16, 8, 16, False, True),
-    ((1, 32, 16, 16), 32, 8, 32, True, False),
+    ((1, 64, 56, 56), 64, 16, 16, True, True, False),
+    ((2, 8, 6, 10), 16, 8, 16, False, True, False),
+    ((1, 32, 16, 16), 32, 8, 32, True, False, False),
+    ((1, 64, 14, 14), 32, 16, 6, True, True, True),
+    ((2, 16, 12, 8), 32, 16, 4, False, False, True),
 ]
 
 
-@pytest.mark.parametrize("x_shape,k,rows,tiles,relu,residual", WINOGRAD_CASES)
-def test_winograd_kernel_matches_torch(x_shape, k, rows, tiles, relu, residual):
+@pytest.mark.parametrize("x_shape,k,rows,tiles,relu,residual,across", WINOGRAD_CASES)
+def test_winograd_kernel_matches_torch(x_shape, k, rows, tiles, relu, residual, across):
     rng = np.random.default_rng(3)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = (rng.standard_normal((k, x_shape[1], 3, 3)) * 0.2).astype(np.float32)
@@ -235,7 +244,7 @@ def test_winograd_kernel_matches_torch(x_shape, k, rows, tiles, relu, residual):
     want = (want + res if residual else want)
     want = np.maximum(want, 0) if relu else want
     layer = ConvLayer(x_shape, w.shape, ConvGeometry((1, 1), (1, 1)), relu, residual)
-    tile = ConvTile(rows, tiles, True)
+    tile = ConvTile(rows, tiles, True, across_channels=across)
     kf = conv_kernel(layer, tile, host_target())
     lib = tvm.compile(tvm.IRModule({kf.name: kf.func}), target=host_target())
     dev = tvm.cpu()

@@ -45,7 +45,8 @@ class ConvTile:
     of 2 rows × 8 columns). `across_channels` turns the vectors the other way: R output channels
     (a multiple of the vector width) × `columns` output pixels, one broadcast input and R/floats
     weight vectors per FMA group — no lanes wasted on maps whose width is not a multiple of the
-    vector (ResNet-18's 7×7), at the price of scalar stores.
+    vector (ResNet-18's 7×7), at the price of scalar stores. Winograd tiles turn the same way
+    (`tir_winograd_conv`: R channels × `columns` tiles of its products).
     """
 
     channels: int
@@ -69,9 +70,9 @@ class ConvTile:
     @property
     def label(self) -> str:
         """`8x16`, `6x2x8` (channels × rows × columns), `c16x6` (vectors across channels × pixels),
-        or `w16x16` for Winograd: the key of a measurement in `conv_tiles.json`."""
+        or `w16x16`, `wc16x6` for Winograd: the key of a measurement in `conv_tiles.json`."""
         if self.winograd:
-            return f"w{self.channels}x{self.columns}"
+            return f"w{'c' if self.across_channels else ''}{self.channels}x{self.columns}"
         if self.across_channels:
             return f"c{self.channels}x{self.columns}"
         return f"{self.channels}x{self.columns}" if self.rows == 1 else f"{self.channels}x{self.rows}x{self.columns}"
