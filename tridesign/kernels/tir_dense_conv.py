@@ -93,7 +93,7 @@ def dense_conv2d_func(
     Cached per signature: building one is mostly TVMScript parsing (0.4–0.7 s), and `tune` times a
     layer's candidates before `compile` builds the chosen one again.
 
-    `cores` is the target's core count (the number of private input copies, see below).
+    `cores` is the target's core count: the kernel is one parallel region of that many slices (see below).
 
     Without a residual the `residual` argument is a one-element placeholder that is never read.
     """
@@ -120,7 +120,7 @@ def dense_conv2d_func(
         units = nrb * nw  # blocks of rh rows × vw columns
         min_cols = nw * vw + (kw - 1) * dw // sw  # the last chunk reads past the row
     split = PhaseSplit.of(x_shape, (kh, kw), geom, min_cols=min_cols)
-    copy, copy_serial, xp_at = split.copy(), split.copy(parallel=False), split.offset
+    copy_rows, xp_at = split.copy_rows(), split.offset
     # The accumulators only stay in registers when every index into them is a constant after
     # unrolling: rows that are whole chunks store vectors; a ragged last chunk stores unrolled
     # scalars under a bounds test (a plain loop there made LLVM keep `acc` in memory, with a store
@@ -133,12 +133,25 @@ def dense_conv2d_func(
     # layers (9.4 MB of weights, not cache-resident in the network) ran at 72 GFLOP/s with rows
     # split — every core re-read all weights per row — though they run at 150 alone with hot caches.
     rows_outer = c * h * w >= co * c * kh * kw
-    # Where cores split channels each needs the whole input: each copies it into its own buffer and
-    # works through its share of the blocks, instead of one shared copy and a second parallel region
-    # (5–20% faster on ResNet-20's 16×16 and 8×8 layers and ResNet-18's 14×14 and 7×7).
-    private = not rows_outer
+    # One parallel region, one slice of the blocks per core: each core copies the padded input rows
+    # its blocks read (all of them where channels are split) into its own buffer, then runs them.
+    # A shared copy needs a parallel region of its own, and so a barrier, before the convolution:
+    # the private copy made ResNet-20's 16×16 and 8×8 layers and ResNet-18's 14×14 and 7×7 5–20%
+    # faster, and each region costs ~2 µs to start on 2 cores (ResNet-20's layers take 8–35 µs).
     blocks = nb * groups * units
     per_core = -(-blocks // cores)
+    halo = (kh - 1) * dh // sh  # plane rows below an output row that its taps read
+
+    def first_row(blk):
+        """The first plane row (numbered across the batch) block `blk` reads; rows-outer order."""
+        u = blk // groups % units
+        oy = u * vw // ow if tile.across_channels else u // nw * rh
+        return blk // (groups * units) * split.rows + oy
+
+    def last_row(blk):
+        u = blk // groups % units
+        oy = T.min(u * vw + vw - 1, pixels - 1) // ow if tile.across_channels else u // nw * rh + rh - 1
+        return blk // (groups * units) * split.rows + oy + halo
     res_shape = (nb, co, oh, ow) if residual else (1,)
     name = (
         f"dense_conv2d_{nb}x{c}x{h}x{w}_{co}x{kh}x{kw}_s{sh}{sw}p{ph}{pw}d{dh}{dw}"
@@ -256,18 +269,15 @@ def dense_conv2d_func(
         y: T.Buffer((nb, co, oh, ow), "float32"),
     ):
         T.func_attr({"global_symbol": name, "tir.noalias": True, "tir.is_scheduled": True})
-        if private:
-            for t in T.parallel(cores):
-                xq = T.alloc_buffer((split.total,), "float32")
-                copy_serial(x, xq)
-                for q in range(per_core):
-                    if t * per_core + q < blocks:
-                        block(t * per_core + q, xq, wp, res, bias, y)
-        else:
-            xp = T.alloc_buffer((split.total,), "float32")
-            copy(x, xp)
-            for blk in T.parallel(blocks):
-                block(blk, xp, wp, res, bias, y)
+        for t in T.parallel(cores):
+            xq = T.alloc_buffer((split.total,), "float32")
+            if rows_outer:
+                copy_rows(x, xq, first_row(t * per_core), last_row(T.min(t * per_core + per_core, blocks) - 1))
+            else:
+                copy_rows(x, xq, 0, nb * split.rows - 1)
+            for q in range(per_core):
+                if t * per_core + q < blocks:
+                    block(t * per_core + q, xq, wp, res, bias, y)
 
     signature = ("dense_conv2d", x_shape, w_shape, geom, tile, relu, residual, cores)
     return KernelFunc(kernel, signature, (nb, co, oh, ow))
