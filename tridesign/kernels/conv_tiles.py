@@ -170,27 +170,30 @@ def winograd_may_pay(layer: ConvLayer) -> bool:
 
 def default_tile(layer: ConvLayer, target: Any) -> ConvTile:
     """What an unmeasured layer runs with: Winograd where it pays (see WINOGRAD_MIN_*), else a direct
-    tile of a default number of accumulator registers: across two vectors of channels where the
+    tile of a default number of accumulator registers (below): across two vectors of channels where the
     output row is not a whole number of vectors (7, 14, 28 columns: a row tile would waste lanes),
     else as wide as the row allows (a power of two, shared by at least four channels), two rows at
     a time where a row of at most 8 columns fills at most one vector.
 
-    The default is 12 accumulator registers where the CPU has 16 (AVX2: on a Zen 3 VM, 12-register
-    tiles ran ResNet-20's layers 10–20% faster than 8-register ones, and channel tiles ResNet-18's
-    7×7, 14×14 and 28×28 layers 30–60% faster than row tiles) and 8 where it has 32 (AVX-512,
-    NEON: the default measured on a Zen 4 VM). Winograd's products take the same 12 across two
-    vectors of channels on 16-register CPUs (Zen 3: 11–35% faster layers than 8×8 row tiles) and
-    16 channels × one vector of tiles on 32-register ones (measured on the Zen 4 VM).
+    Row tiles take 8 accumulator registers. Channel tiles take 12 where the CPU has 16 and 8 where
+    it has 32 (AVX-512, NEON: measured on a Zen 4 VM). Measured on a Zen 3 (AVX2) VM with each conv
+    one parallel region: 8-register row tiles ran ResNet-20's layers 5–10% faster than 12-register
+    ones (16×32×32: 27.9 vs 30.7 µs as 4×16 and 6×16; 64×8×8: 26.0 vs 28.0 as 4×2×8 and 6×2×8),
+    while 12-register channel tiles ran ResNet-18's stride-2 layers 11–16% faster than 8-register
+    ones and beat row tiles on its 7-, 14- and 28-column maps by 30–60%. Winograd's products take
+    12 across two vectors of channels on 16-register CPUs (Zen 3: 11–35% faster layers than 8×8
+    row tiles) and 16 channels × one vector of tiles on 32-register ones (measured on the Zen 4 VM).
     """
     floats, registers = vector_floats(target), vector_registers(target)
     co, oh, ow = layer.w_shape[0], layer.out_height, layer.out_width
-    accumulators = 12 if registers <= 16 else 8
+    across = 12 if registers <= 16 else 8  # accumulators of a channel tile
     if winograd_may_pay(layer):
-        tile = ConvTile(16, floats, True) if registers >= 32 else ConvTile(2 * floats, accumulators // 2, True, across_channels=True)
+        tile = ConvTile(16, floats, True) if registers >= 32 else ConvTile(2 * floats, across // 2, True, across_channels=True)
         if co % tile.channels == 0:
             return tile
     if ow % floats and co >= 2 * floats:  # rows of a whole number of vectors? else vectors across channels
-        return ConvTile(2 * floats, accumulators // 2, across_channels=True)
+        return ConvTile(2 * floats, across // 2, across_channels=True)
+    accumulators = 8
     columns = 1 << (min(32 if ow >= 28 else 16 if ow > 8 else 8, accumulators * floats // 4).bit_length() - 1)
     vectors = -(-columns // floats)
     rows = 2 if ow <= min(floats, 8) and oh % 2 == 0 else 1  # a row fills at most one vector
