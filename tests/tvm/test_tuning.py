@@ -16,24 +16,34 @@ from tridesign.kernels.conv_tiles import BOOK_FILE
 
 
 def conv_head_model() -> onnx.ModelProto:
-    """Conv+ReLU (the hand-written dense kernel) then pooling and a MatMul head (MetaSchedule's)."""
+    """Conv+ReLU and a max-pool (hand-written kernels), a 95 %-block-sparse Gemm (a sparse kernel),
+    then a MatMul head (MetaSchedule's: the heaviest kernel left, so the first a small budget tunes)."""
+    from tridesign.compiler.annotations import WeightSparsity, encode_mask, write_weight_sparsity
+
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array((rng.standard_normal((8, 8, 3, 3)) * 0.1).astype(np.float32), "conv/w")
-    head = numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "head/w")
+    keep = np.repeat(np.repeat(rng.random((16, 128)) >= 0.95, 4, 0), 4, 1)
+    sparse = (rng.standard_normal((64, 512)) * 0.05 * keep).astype(np.float32)
+    head = numpy_helper.from_array((rng.standard_normal((64, 4)) * 0.1).astype(np.float32), "head/w")
     nodes = [
         helper.make_node("Conv", ["x", "conv/w"], ["c"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
         helper.make_node("Flatten", ["p"], ["f"]),
-        helper.make_node("MatMul", ["f", "head/w"], ["y"]),
+        helper.make_node("Gemm", ["f", "fc/w"], ["h"], transB=1),
+        helper.make_node("Relu", ["h"], ["hr"]),
+        helper.make_node("MatMul", ["hr", "head/w"], ["y"]),
     ]
     graph = helper.make_graph(
         nodes, "conv_head",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
-        [w, head],
+        [w, numpy_helper.from_array(sparse, "fc/w"), head],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    record = WeightSparsity(method="test", pattern="block:4x4", density=float(keep.mean()), shape=sparse.shape, mask=encode_mask(keep))
+    write_weight_sparsity(model, {"fc/w": record})
+    return model
 
 
 def test_tune_then_compile_reuses_the_database(tvm_backend, tmp_path):
@@ -41,7 +51,10 @@ def test_tune_then_compile_reuses_the_database(tvm_backend, tmp_path):
     db = tmp_path / "db"
     report = tuning.tune_model(model, "host", 8, db_dir=db, quiet=True)
     assert report["records_added"] >= 1 and report["kernels_tuned"] >= 1
-    assert report["dense_convs"] == 1 and report["dense_conv_shapes_measured"] == 1
+    assert report["dense_convs"] == 1 and report["dense_conv_shapes_measured"] == 1 and report["max_pools"] == 1
+    # the pruned Gemm goes to its sparse kernel before MetaSchedule sees the module, in tune as in
+    # compile: MetaSchedule's records are keyed by the kernels that remain
+    assert report["sparse_kernel_layers"] == 1
     records = (db / "database_tuning_record.json").read_text().splitlines()
     assert len(records) == report["records_added"]  # appended as measured: what survives an interrupt
     assert all(len(json.loads(line)[1][1]) >= 1 for line in records)  # each record holds run times
@@ -53,6 +66,8 @@ def test_tune_then_compile_reuses_the_database(tvm_backend, tmp_path):
     out.mkdir()
     result = tvm_backend.compile(path, out, CompileOptions(backend="tvm", tuning_db=db))
     assert result.tuned and result.tuning["kernels_tuned"] >= 1
+    assert [layer["weight"] for layer in result.sparse_layers if layer["sparse"]] == ["fc/w"]
+    assert (result.tuning["kernels"], result.tuning["kernels_tuned"]) == (report["kernels"], report["kernels_tuned"])
     assert result.tuning["dense_convs"] == 1 and result.tuning["dense_conv_tiles_defaulted"] == 0
     assert not any("default register tile" in note for note in result.notes)
     # the tuned head reads its weight in a blocked layout, repacked at compile time: the module
@@ -69,3 +84,4 @@ def test_default_database_is_per_target(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     host, pi = tuning.default_db_dir(get_target("host")), tuning.default_db_dir(get_target("raspberry-pi-5"))
     assert host.parent == pi.parent == tmp_path / "tridesign" / "tuning" and host != pi
+

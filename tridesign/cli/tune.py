@@ -65,6 +65,7 @@ def tune_cmd(
         ["convolutions on the tiled kernels", report.get("dense_convs", 0)],
         ["  of them by Winograd", report.get("winograd_convs", 0)],
         ["max-pools on the hand-written kernel", report.get("max_pools", 0)],
+        ["pruned layers on sparse kernels", report.get("sparse_kernel_layers", 0)],
         ["conv shapes measured (s)", f"{report.get('dense_conv_shapes_measured', 0)} ({report.get('dense_conv_tiling_s', 0)})"],
     ])
     for note in report.get("notes", []):

@@ -243,6 +243,7 @@ def tune(
     tasks = [t for t in tasks if not t.mod.attrs.get("tirx.is_scheduled", False) and not handwritten_kernels(t.mod)]
     if not tasks:
         return {"tasks": 0, "tuning_s": 0.0, "best_ms": {}}
+    tasks = heaviest_first(tasks)
     database = open_database(db_dir)
     before = len(database)
     # MetaSchedule logs every task to files under db_dir/logs, and echoes INFO lines to stdout,
@@ -281,6 +282,18 @@ def tune(
     }
 
 
+def heaviest_first(tasks: list[Any]) -> list[Any]:
+    """Tasks by work (FLOPs × calls), most first, ties by name.
+
+    MetaSchedule's task scheduler spends its first rounds on the tasks in the order given; a budget
+    smaller than a round per task tunes only the first ones. Extraction order is not stable across
+    processes, so a small `--trials` tuned a different kernel each run; now it tunes the heaviest.
+    """
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    return sorted(tasks, key=lambda t: (-estimate_tir_flops(t.dispatched[0]) * t.weight, t.task_name))
+
+
 def tune_model(
     model: Any,
     target: str,
@@ -304,7 +317,11 @@ def tune_model(
     mod, _ = import_onnx(model, batch=batch)
     notes: list[str] = []
     start = time.perf_counter()
-    mod, conv_report = put_on_hand_written_kernels(mod, spec, db_dir, measure=spec.runs_here and remote is None, notes=notes)
+    # tuned=True: `compile` after this run finds records and applies the tuned sparse policy too
+    mod, conv_report, sparse_layers = put_on_hand_written_kernels(
+        mod, model, spec, db_dir, measure=spec.runs_here and remote is None, tuned=True, notes=notes
+    )
+    conv_report["sparse_kernel_layers"] = sum(1 for layer in sparse_layers if layer["sparse"])
     conv_report["dense_conv_tiling_s"] = round(time.perf_counter() - start, 1)
     if remote is not None and conv_report.get("dense_convs"):
         notes.append("convolution tiles are measured on this machine only: through a tracker the default tiles are used")

@@ -207,7 +207,8 @@ def sparsify(mod: Any, model: Any, target: Any, tuned: bool, notes: list[str]) -
     policy = SparsePolicy() if tuned else SparsePolicy.for_untuned_module()
     mod, layers = sparsify_module(mod, model, policy, records)
     decisions = [layer.as_dict() for layer in layers]
-    notes.append(f"{sum(layer.sparse for layer in layers)} of {len(layers)} pruned layers run on sparse kernels")
+    pruned = sum(1 for layer in layers if layer.density is not None)  # the others have no record: dense
+    notes.append(f"{sum(layer.sparse for layer in layers)} of {pruned} pruned layers run on sparse kernels")
     return mod, decisions
 
 
@@ -262,15 +263,20 @@ def max_pools(mod: Any, target: Any, notes: list[str]) -> tuple[Any, dict[str, i
     return mod, {"max_pools": rewritten}
 
 
-def put_on_hand_written_kernels(mod: Any, spec: TargetSpec, db_dir: Path, measure: bool, notes: list[str]) -> tuple[Any, dict[str, int]]:
-    """Convolutions and max-pools onto tridesign.kernels (CPU targets), before MetaSchedule sees the module.
+def put_on_hand_written_kernels(
+    mod: Any, model: Any, spec: TargetSpec, db_dir: Path, measure: bool, tuned: bool, notes: list[str]
+) -> tuple[Any, dict[str, int], list[dict[str, Any]]]:
+    """Pruned layers, convolutions and max-pools onto tridesign.kernels (CPU targets), before
+    MetaSchedule sees the module; returns it, the counts, and the sparse-kernel decisions.
 
     `compile` and `tune` both call this, so the kernels left to MetaSchedule — and so the
-    workloads its records are keyed by — are the same in both.
+    workloads its records are keyed by — are the same in both. `tuned`: whether the dense code the
+    sparse kernels compete with is tuned (see `sparsify`).
     """
+    mod, sparse_layers = sparsify(mod, model, spec.tvm_target(), tuned, notes)
     mod, conv_report = dense_convs(mod, spec, db_dir, measure, notes)
     mod, pool_report = max_pools(mod, spec.tvm_target(), notes)
-    return mod, {**conv_report, **pool_report}
+    return mod, {**conv_report, **pool_report}, sparse_layers
 
 
 class TvmSession:
@@ -394,9 +400,11 @@ class TvmBackend:
         mod, io = import_onnx(model, batch=options.batch)
         notes: list[str] = list(io.pop("notes"))
         db_dir = Path(options.tuning_db) if options.tuning_db else tuning.default_db_dir(spec)
-        mod, sparse_layers = sparsify(mod, model, target, options.tune_trials > 0 or tuning.has_records(db_dir), notes)
-        mod, kernel_report = put_on_hand_written_kernels(
-            mod, spec, db_dir, measure=options.tune_trials > 0 and spec.runs_here, notes=notes
+        mod, kernel_report, sparse_layers = put_on_hand_written_kernels(
+            mod, model, spec, db_dir,
+            measure=options.tune_trials > 0 and spec.runs_here,
+            tuned=options.tune_trials > 0 or tuning.has_records(db_dir),
+            notes=notes,
         )
         fused = lower_fused(mod, target)
         report: dict[str, Any] = {"database": str(db_dir), "trials": options.tune_trials, **kernel_report}
