@@ -142,16 +142,15 @@ def dense_conv2d_func(
     per_core = -(-blocks // cores)
     halo = (kh - 1) * dh // sh  # plane rows below an output row that its taps read
 
-    def first_row(blk):
-        """The first plane row (numbered across the batch) block `blk` reads; rows-outer order."""
-        u = blk // groups % units
-        oy = u * vw // ow if tile.across_channels else u // nw * rh
-        return blk // (groups * units) * split.rows + oy
-
-    def last_row(blk):
-        u = blk // groups % units
-        oy = T.min(u * vw + vw - 1, pixels - 1) // ow if tile.across_channels else u // nw * rh + rh - 1
-        return blk // (groups * units) * split.rows + oy + halo
+    def plane_rows(first_blk, last_blk):
+        """First and last plane row (numbered across the batch) that blocks first…last read, in
+        rows-outer order (their output rows ascend with the block)."""
+        u0, u1 = first_blk // groups % units, last_blk // groups % units
+        if tile.across_channels:
+            oy0, oy1 = u0 * vw // ow, T.min(u1 * vw + vw - 1, pixels - 1) // ow
+        else:
+            oy0, oy1 = u0 // nw * rh, u1 // nw * rh + rh - 1
+        return first_blk // (groups * units) * split.rows + oy0, last_blk // (groups * units) * split.rows + oy1 + halo
     res_shape = (nb, co, oh, ow) if residual else (1,)
     name = (
         f"dense_conv2d_{nb}x{c}x{h}x{w}_{co}x{kh}x{kw}_s{sh}{sw}p{ph}{pw}d{dh}{dw}"
@@ -272,7 +271,7 @@ def dense_conv2d_func(
         for t in T.parallel(cores):
             xq = T.alloc_buffer((split.total,), "float32")
             if rows_outer:
-                copy_rows(x, xq, first_row(t * per_core), last_row(T.min(t * per_core + per_core, blocks) - 1))
+                copy_rows(x, xq, *plane_rows(t * per_core, T.min(t * per_core + per_core, blocks) - 1))
             else:
                 copy_rows(x, xq, 0, nb * split.rows - 1)
             for q in range(per_core):
