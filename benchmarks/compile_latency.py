@@ -2,8 +2,10 @@
 
 ResNet-20 (CIFAR, batch 1 and 32) and a ResNet-18-shaped 224x224 network: torch eager, ONNX Runtime,
 TVM untuned and TVM tuned with a stated MetaSchedule trial budget. Every engine is timed the same way
-(wall time of one call on the same inputs, after warm-up; median of --repeat runs) and reported as
-a ratio to ONNX Runtime. Writes JSON to --out.
+(wall time of one call on the same inputs, after warm-up; median of --repeat runs) in --rounds
+rounds that each time every engine once, and reported as the median of its round medians and a
+ratio to ONNX Runtime: on a shared machine a slow phase then costs every engine alike, where timed
+one after the other it fell on whichever engine ran in it. Writes JSON to --out.
 
     .venv/bin/python benchmarks/compile_latency.py --trials 64 --out benchmarks/results/compile_latency.json
 """
@@ -76,10 +78,11 @@ def measure(args) -> list[dict]:
                 if trials and not manifest["tuned"]:
                     print(f"   note: {name} applied no tuned schedule: {manifest['notes']}", file=sys.stderr)
                 sessions[name] = get_backend(backend).load(out, manifest)
-            medians = {}
-            for name, session in sessions.items():
-                times = time_session(session, inputs, args.repeat, args.warmup)
-                medians[name] = float(np.median(times))
+            rounds: dict[str, list[float]] = {name: [] for name in sessions}
+            for _ in range(args.rounds):
+                for name, session in sessions.items():
+                    rounds[name].append(float(np.median(time_session(session, inputs, args.repeat, args.warmup))))
+            medians = {name: float(np.median(values)) for name, values in rounds.items()}
             base = medians["onnxruntime"]
             for name, ms in medians.items():
                 rows.append({
@@ -95,13 +98,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=64, help="MetaSchedule trials for the tuned TVM row (0 skips it)")
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="rounds timing every engine once (median of their medians)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/compile_latency.json"))
     args = parser.parse_args()
     rows = measure(args)
     result = {
         "benchmark": "compile_latency",
         "machine": {"cpus": os.cpu_count(), "note": "shared, noisy 2-core machine: compare ratios, not absolute ms"},
-        "repeat": args.repeat, "warmup": args.warmup, "trials": args.trials,
+        "repeat": args.repeat, "warmup": args.warmup, "rounds": args.rounds, "trials": args.trials,
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
