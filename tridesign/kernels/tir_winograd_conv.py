@@ -101,8 +101,10 @@ def winograd_conv2d_func(
     # column tx + j // 2), so the input transform reads contiguous vectors of tiles
     split = PhaseSplit.of(x_shape, (3, 3), ConvGeometry((1, 2), (1, 1)))
     copy, at = split.copy(), split.offset
-    # two accumulator buffers, each under TVM's 1 KiB stack limit (see tir_dense_conv)
-    lo = tiles // 2 if across_channels else rows // 2
+    # the accumulators acc[i, j]: [tile, channel] with the vectors across channels, else [channel,
+    # tile]; as two buffers, each under TVM's 1 KiB stack limit (see tir_dense_conv)
+    acc_rows, acc_cols = (tiles, rows) if across_channels else (rows, tiles)
+    lo = acc_rows // 2
     res_shape = (nb, k, h, w) if residual else (1,)
     name = (
         f"winograd_conv2d_{nb}x{c}x{h}x{w}_{k}_t{'c' if across_channels else ''}{rows}x{tiles}"
@@ -132,7 +134,7 @@ def winograd_conv2d_func(
                 acc[r, j] = acc[r, j] + weight(up, xi, grp, ci, r0 + r) * vv[v_at(xi, ci, p0 + j)]
 
     @T.macro
-    def spill(acc, r0, nr, mm, xi, grp, p0):
+    def spill_rows(acc, r0, nr, mm, xi, grp, p0):
         for r in T.unroll(nr):
             for j in T.vectorized(tiles):
                 mm[m_at(xi, grp * rows + r0 + r, p0 + j)] = acc[r, j]
@@ -149,6 +151,8 @@ def winograd_conv2d_func(
         for q in T.unroll(nq):
             for r in T.unroll(rows):
                 mm[m_at(xi, grp * rows + r, p0 + q0 + q)] = acc[q, r]
+
+    products, spill = (accumulate_across, spill_across) if across_channels else (accumulate, spill_rows)
 
     @T.macro
     def zero(acc, count, width):
@@ -208,26 +212,15 @@ def winograd_conv2d_func(
             xi = T.meta_var(blk // ((k // rows) * (padded // tiles)))
             grp = T.meta_var(blk // (padded // tiles) % (k // rows))
             p0 = T.meta_var(blk % (padded // tiles) * tiles)
-            if across_channels:
-                acc_lo = T.alloc_buffer((max(lo, 1), rows), "float32")
-                acc_hi = T.alloc_buffer((tiles - lo, rows), "float32")
-                zero(acc_lo, lo, rows)
-                zero(acc_hi, tiles - lo, rows)
-                for ci in range(c):
-                    accumulate_across(acc_lo, 0, lo, up, vv, xi, grp, p0, ci)
-                    accumulate_across(acc_hi, lo, tiles - lo, up, vv, xi, grp, p0, ci)
-                spill_across(acc_lo, 0, lo, mm, xi, grp, p0)
-                spill_across(acc_hi, lo, tiles - lo, mm, xi, grp, p0)
-            else:
-                acc_lo = T.alloc_buffer((max(lo, 1), tiles), "float32")
-                acc_hi = T.alloc_buffer((rows - lo, tiles), "float32")
-                zero(acc_lo, lo, tiles)
-                zero(acc_hi, rows - lo, tiles)
-                for ci in range(c):
-                    accumulate(acc_lo, 0, lo, up, vv, xi, grp, p0, ci)
-                    accumulate(acc_hi, lo, rows - lo, up, vv, xi, grp, p0, ci)
-                spill(acc_lo, 0, lo, mm, xi, grp, p0)
-                spill(acc_hi, lo, rows - lo, mm, xi, grp, p0)
+            acc_lo = T.alloc_buffer((max(lo, 1), acc_cols), "float32")
+            acc_hi = T.alloc_buffer((acc_rows - lo, acc_cols), "float32")
+            zero(acc_lo, lo, acc_cols)
+            zero(acc_hi, acc_rows - lo, acc_cols)
+            for ci in range(c):
+                products(acc_lo, 0, lo, up, vv, xi, grp, p0, ci)
+                products(acc_hi, lo, acc_rows - lo, up, vv, xi, grp, p0, ci)
+            spill(acc_lo, 0, lo, mm, xi, grp, p0)
+            spill(acc_hi, lo, acc_rows - lo, mm, xi, grp, p0)
         for nk in T.parallel(nb * k):
             for ty in range(th):
                 for tx in T.vectorized(tw):
