@@ -131,8 +131,9 @@ def test_tuning_measures_on_the_board_through_the_tracker(tracker_board, odd_mod
     """MetaSchedule builds candidates here and its RPC runner times them on the tracked board."""
     db = tmp_path / "db"
     remote = RemoteRunner("127.0.0.1", tracker_board, "test-board")
-    report = tune_model(odd_model, "host", 4, db_dir=db, remote=remote, quiet=True)  # a MatMul kernel
-    assert report["records_added"] >= 1 and report["kernels_tuned"] == report["kernels"] >= 1
+    report = tune_model(odd_model, "host", 4, db_dir=db, remote=remote, quiet=True)
+    # MatMul, ReLU and Sigmoid kernels: 4 trials go to the heaviest first, not to all three
+    assert report["records_added"] >= 1 and report["kernels"] == 3 and report["kernels_tuned"] >= 1
     records = [json.loads(line) for line in (db / "database_tuning_record.json").read_text().splitlines()]
     run_secs = [secs for record in records for secs in record[1][1]]
     assert run_secs and all(0 < s < 1e9 for s in run_secs)  # measured times, not the 1e10 error marker
