@@ -212,14 +212,13 @@ def sparsify(mod: Any, model: Any, target: Any, tuned: bool, notes: list[str]) -
     return mod, decisions
 
 
-def dense_convs(mod: Any, spec: TargetSpec, db_dir: Path, measure: bool, notes: list[str]) -> tuple[Any, dict[str, int]]:
+def dense_convs(mod: Any, target: Any, db_dir: Path, measure: bool, notes: list[str]) -> tuple[Any, dict[str, int]]:
     """Put ungrouped fp32 convolutions (and their bias/residual/ReLU) on the hand-written kernels.
 
     CPU targets only. Each layer runs with the tile and algorithm `tune` measured for it (conv_tiles.json in the
     target's database); `measure` times the candidates of layers not measured yet, here. Layers
     nobody measured use the default tile, and a note says how many.
     """
-    target = spec.tvm_target()
     if target.kind.name != "llvm":
         return mod, {}
     from tridesign.kernels.conv_tiles import TileBook
@@ -273,9 +272,10 @@ def put_on_hand_written_kernels(
     workloads its records are keyed by — are the same in both. `tuned`: whether the dense code the
     sparse kernels compete with is tuned (see `sparsify`).
     """
-    mod, sparse_layers = sparsify(mod, model, spec.tvm_target(), tuned, notes)
-    mod, conv_report = dense_convs(mod, spec, db_dir, measure, notes)
-    mod, pool_report = max_pools(mod, spec.tvm_target(), notes)
+    target = spec.tvm_target()
+    mod, sparse_layers = sparsify(mod, model, target, tuned, notes)
+    mod, conv_report = dense_convs(mod, target, db_dir, measure, notes)
+    mod, pool_report = max_pools(mod, target, notes)
     return mod, {**conv_report, **pool_report}, sparse_layers
 
 
