@@ -121,10 +121,10 @@ def time_tvm_dense(model: onnx.ModelProto, x: np.ndarray) -> float:
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
-    from tridesign.kernels.build import default_host_target
+    from tridesign.targets import tvm_target
 
     mod = from_onnx(model, keep_params_in_input=False)
-    ex = tvm.compile(mod, target=default_host_target())
+    ex = tvm.compile(mod, target=tvm_target("host"))
     vm = relax.VirtualMachine(ex, tvm.cpu())
     arg = tvm.runtime.tensor(x, tvm.cpu())
     vm["main"](arg)
@@ -187,9 +187,9 @@ def resnet18_end_to_end(sparsity: float, rounds: int) -> dict:
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
-    from tridesign.compiler.annotations import WeightSparsity, write_weight_sparsity
+    from tridesign.annotations import WeightSparsity, write_weight_sparsity
     from tridesign.compiler.export import torch_to_onnx
-    from tridesign.kernels.build import default_host_target
+    from tridesign.targets import tvm_target
     from tridesign.kernels.relax_integration import SparsePolicy, sparsify_module
     from tridesign.models.resnet import build_resnet
 
@@ -212,7 +212,7 @@ def resnet18_end_to_end(sparsity: float, rounds: int) -> dict:
     expected = sess.run(None, {"input": x})[0]
     # The rest of the module is untuned TVM, so every pruned layer is better off sparse.
     mod, report = sparsify_module(from_onnx(model, keep_params_in_input=False), model, SparsePolicy.for_untuned_module())
-    vm = relax.VirtualMachine(tvm.compile(mod, target=default_host_target()), tvm.cpu())
+    vm = relax.VirtualMachine(tvm.compile(mod, target=tvm_target("host")), tvm.cpu())
     arg = tvm.runtime.tensor(x, tvm.cpu())
     got = vm["main"](arg).numpy()
     evaluator = vm.time_evaluator("main", tvm.cpu(), number=3, repeat=1)

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from tridesign.compiler.annotations import read_weight_sparsity
+from tridesign.annotations import read_weight_sparsity
 from tridesign.compiler.options import CompileOptions
 from tridesign.compiler.pipeline import compile_artifact
 from tridesign.errors import UsageError

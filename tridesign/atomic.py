@@ -53,9 +53,31 @@ def _os_call(func, path: Path, **kwargs):
         raise TridesignError(f"cannot write {path}: {err.strerror}") from None
 
 
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling *path* for writers that take a file name (TVM's `write_to_file`,
+    `onnx.save`); it is renamed onto `path` only when the block succeeds, and removed otherwise."""
+    path = Path(path)
+    check_writable_parent(path)
+    fd, tmp = _os_call(tempfile.mkstemp, path, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.resolve().parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     with atomic_file(path) as handle:
         handle.write(data)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_file(path, "w") as handle:
+        handle.write(text)
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.hwsim.conftest import small_system, tiny_cnn
-from tridesign.compiler.annotations import DataSparsity
+from tridesign.annotations import DataSparsity
 from tridesign.hwsim.simulate import simulate
 from tridesign.hwsim.sparsity import SparsitySetting, apply_sparsity
 from tridesign.hwsim.spec import load_spec, spec_from_dict

@@ -3,7 +3,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from tests.hwsim.conftest import conv_model, graph_model, tiny_cnn, weight
-from tridesign.compiler.annotations import DataSparsity, WeightSparsity, encode_mask, write_data_sparsity, write_weight_sparsity
+from tridesign.annotations import DataSparsity, WeightSparsity, encode_mask, write_data_sparsity, write_weight_sparsity
 from tridesign.errors import TridesignError
 from tridesign.hwsim.workload import load_workload
 

@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tridesign.kernels.build import aarch64_target, build, cache_size, cross_compile_object, host_target
+from tridesign.kernels.build import build, cache_size, cross_compile_object
 from tridesign.kernels.formats import BSR
 from tridesign.kernels.reference import ConvGeometry
 from tridesign.kernels.tir_bsr import bind_bsr_matmul, bsr_matmul_func
 from tridesign.kernels.tir_conv import sparse_conv2d_func
 from tridesign.kernels.tir_nm import nm_matmul_func
 from tridesign.kernels.tir_tile import tile_conv2d_func
+from tridesign.targets import get_target, tvm_target
 
 EM_AARCH64 = 183
 
@@ -32,10 +33,12 @@ def test_same_signature_compiles_once_whatever_the_sparsity() -> None:
     assert cache_size() == before + 1
 
 
-def test_host_target_names_a_real_cpu() -> None:
-    target = host_target()
+def test_kernels_build_for_the_target_compile_builds_for() -> None:
+    """One registry: the kernels' default target is `compile`'s host target, CPU level included."""
+    target = tvm_target("host")
     assert str(target.kind) == "llvm"
     assert target.attrs["mtriple"].endswith("linux-gnu")
+    assert str(target.attrs["mcpu"]) == get_target("host").host["mcpu"]
 
 
 @pytest.mark.parametrize(
@@ -49,7 +52,7 @@ def test_host_target_names_a_real_cpu() -> None:
     ids=lambda kf: kf.signature[0],
 )
 def test_every_kernel_cross_compiles_for_aarch64(kernel, tmp_path: Path) -> None:
-    obj = cross_compile_object(kernel.func, aarch64_target(), tmp_path / f"{kernel.name}.o")
+    obj = cross_compile_object(kernel.func, tvm_target("jetson-agx-orin"), tmp_path / f"{kernel.name}.o")
     header = obj.read_bytes()[:20]
     assert header[:4] == b"\x7fELF"
     assert struct.unpack("<H", header[18:20])[0] == EM_AARCH64

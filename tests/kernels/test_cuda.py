@@ -45,14 +45,14 @@ def test_kernels_compile_to_a_cubin_for_the_architecture(arch: str, tmp_path: Pa
 def test_cuda_kernels_match_numpy_on_the_gpu() -> None:
     import tvm
 
-    from tridesign.kernels.build import cuda_target
+    from tridesign.targets import tvm_target
 
     dev = tvm.cuda(0)
     bsr_k, nm_k, conv_k, copy_k, tile_k = cuda_kernels_for_tests()
     assert copy_k.out_shape == tile_k.out_shape
     arch = "sm_" + dev.compute_version.replace(".", "")
     kernels = (bsr_k, nm_k, conv_k, copy_k, tile_k)
-    mod = tvm.compile(tvm.IRModule({k.name: k.func for k in kernels}), target=cuda_target(arch)).mod
+    mod = tvm.compile(tvm.IRModule({k.name: k.func for k in kernels}), target=tvm_target(f"cuda:{arch}")).mod
     rng = np.random.default_rng(0)
 
     def call(kf, *arrays):

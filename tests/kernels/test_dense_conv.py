@@ -14,8 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
 
 from tridesign.compiler.backends.tvm import finish, import_onnx, lower_fused
-from tridesign.compiler.targets import get_target
-from tridesign.kernels.build import host_target
+from tridesign.targets import get_target
+from tridesign.targets import tvm_target
 from tridesign.kernels.conv_tiles import (
     BOOK_FILE,
     ConvLayer,
@@ -57,7 +57,7 @@ CASES = [
 def run_kernel(x, w, b, res, geom, tile, relu, cores=3):
     # three cores: layers that split channels give each core a share of the blocks, uneven here
     kf = dense_conv2d_func(x.shape, w.shape, geom, tile, relu, res is not None, cores)
-    lib = tvm.compile(tvm.IRModule({kf.name: kf.func}), target=host_target())
+    lib = tvm.compile(tvm.IRModule({kf.name: kf.func}), target=tvm_target("host"))
     dev = tvm.cpu()
     placeholder = np.zeros(1, np.float32) if res is None else res
     args = [tvm.runtime.tensor(a, dev) for a in (x, placeholder, *dense_conv2d_consts(w, b, tile))]
@@ -89,7 +89,7 @@ def test_tiles_that_do_not_fit_are_refused_and_not_proposed():
         dense_conv2d_func((1, 4, 8, 8), (12, 4, 3, 3), geom, ConvTile(4, 8, rows=3), False, False)
     with pytest.raises(ValueError, match="not a multiple"):  # Winograd's groups must divide the channels
         conv_kernel(ConvLayer((1, 4, 8, 8), (12, 4, 3, 3), geom, False, False), ConvTile(8, 8, True), None)
-    target = host_target()
+    target = tvm_target("host")
     layer = ConvLayer((1, 4, 8, 8), (12, 4, 3, 3), geom, False, False)
     floats, budget = vector_floats(target), accumulator_budget(target)
     tiles = candidates(layer, target)
@@ -152,18 +152,18 @@ def test_relax_rewrite_absorbs_bias_residual_relu_and_matches_onnx_runtime():
 def test_tile_book_measures_saves_and_is_used(tmp_path):
     layer = ConvLayer((1, 64, 16, 16), (16, 64, 3, 3), ConvGeometry((1, 1), (1, 1)), True, False)
     book = TileBook.load(tmp_path)
-    assert book.measure_missing([layer, layer], host_target()) == 1
+    assert book.measure_missing([layer, layer], tvm_target("host")) == 1
     book.save()
     saved = json.loads((tmp_path / BOOK_FILE).read_text())[layer.key()]
-    assert set(saved["ms"]) == {t.label for t in candidates(layer, host_target())}
+    assert set(saved["ms"]) == {t.label for t in candidates(layer, tvm_target("host"))}
     assert all(ms > 0 for ms in saved["ms"].values())
     assert any(label.startswith("w") for label in saved["ms"])  # 64 channels, 64 tiles: Winograd measured too
     again = TileBook.load(tmp_path)
-    best = again.tile_for(layer, host_target())
+    best = again.tile_for(layer, tvm_target("host"))
     assert again.defaulted == 0
     assert [best.channels, best.columns, int(best.winograd), best.rows, int(best.across_channels)] == saved["tile"]
     assert saved["ms"][best.label] == min(saved["ms"].values())
-    assert again.measure_missing([layer], host_target()) == 0
+    assert again.measure_missing([layer], tvm_target("host")) == 0
 
 
 def test_tile_books_written_before_rows_and_channel_tiles_still_load(tmp_path):
@@ -174,7 +174,7 @@ def test_tile_books_written_before_rows_and_channel_tiles_still_load(tmp_path):
     book = {layer.key(): {"tile": tile, "ms": {}} for layer, tile in zip(layers, entries)}
     (tmp_path / BOOK_FILE).write_text(json.dumps(book))
     loaded = TileBook.load(tmp_path)
-    tiles = [loaded.tile_for(layer, host_target()) for layer in layers]
+    tiles = [loaded.tile_for(layer, tvm_target("host")) for layer in layers]
     assert [t.label for t in tiles] == ["8x16", "w8x16", "6x2x8", "c16x6"] and loaded.defaulted == 0
 
 
@@ -246,8 +246,8 @@ def test_winograd_kernel_matches_torch(x_shape, k, rows, tiles, relu, residual, 
     want = np.maximum(want, 0) if relu else want
     layer = ConvLayer(x_shape, w.shape, ConvGeometry((1, 1), (1, 1)), relu, residual)
     tile = ConvTile(rows, tiles, True, across_channels=across)
-    kf = conv_kernel(layer, tile, host_target())
-    lib = tvm.compile(tvm.IRModule({kf.name: kf.func}), target=host_target())
+    kf = conv_kernel(layer, tile, tvm_target("host"))
+    lib = tvm.compile(tvm.IRModule({kf.name: kf.func}), target=tvm_target("host"))
     dev = tvm.cpu()
     args = [tvm.runtime.tensor(a, dev) for a in (x, res if residual else np.zeros(1, np.float32), *conv_consts(w, b, tile))]
     args.append(tvm.runtime.tensor(np.zeros(kf.out_shape, np.float32), dev))
@@ -257,7 +257,7 @@ def test_winograd_kernel_matches_torch(x_shape, k, rows, tiles, relu, residual, 
 
 
 def test_winograd_is_chosen_only_where_it_pays():
-    target = host_target()
+    target = tvm_target("host")
     same = ConvGeometry((1, 1), (1, 1))
     big = ConvLayer((1, 64, 56, 56), (64, 64, 3, 3), same, True, False)
     assert default_tile(big, target).winograd and any(t.winograd for t in candidates(big, target))

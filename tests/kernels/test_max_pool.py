@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 from tridesign.compiler.backends.tvm import TvmBackend, kernel_op_type
 from tridesign.compiler.options import CompileOptions
-from tridesign.kernels.build import host_target
+from tridesign.targets import tvm_target
 from tridesign.kernels.tir_max_pool import PoolGeometry, max_pool2d_func
 
 # (x shape, kernel, stride, padding): ResNet's stem pool, an odd map whose last window hangs over
@@ -35,7 +35,7 @@ def test_matches_torch_exactly(shape, kernel, stride, padding):
     geom = PoolGeometry(kernel, stride, padding)
     kf = max_pool2d_func(shape, geom.out_shape(shape, padding), geom)
     assert kf.out_shape == want.shape
-    lib = tvm.compile(tvm.IRModule({kf.name: kf.func}), target=host_target())
+    lib = tvm.compile(tvm.IRModule({kf.name: kf.func}), target=tvm_target("host"))
     dev = tvm.cpu()
     y = tvm.runtime.tensor(np.full(want.shape, np.nan, np.float32), dev)
     lib[kf.name](tvm.runtime.tensor(x, dev), tvm.runtime.tensor(np.full(1, -np.inf, np.float32), dev), y)
@@ -46,7 +46,7 @@ def test_floor_bounds_the_outputs_from_below():
     shape, geom = (1, 2, 6, 6), PoolGeometry((2, 2), (2, 2), (0, 0))
     x = -np.abs(np.random.default_rng(1).standard_normal(shape)).astype(np.float32) - 0.5
     kf = max_pool2d_func(shape, geom.out_shape(shape, (0, 0)), geom)
-    lib = tvm.compile(tvm.IRModule({kf.name: kf.func}), target=host_target())
+    lib = tvm.compile(tvm.IRModule({kf.name: kf.func}), target=tvm_target("host"))
     y = tvm.runtime.tensor(np.zeros(kf.out_shape, np.float32))
     lib[kf.name](tvm.runtime.tensor(x), tvm.runtime.tensor(np.full(1, -0.25, np.float32)), y)
     np.testing.assert_array_equal(y.numpy(), np.full(kf.out_shape, -0.25, np.float32))

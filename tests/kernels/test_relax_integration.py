@@ -8,8 +8,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tridesign.compiler.annotations import WeightSparsity, encode_mask, write_weight_sparsity
-from tridesign.kernels.build import default_host_target
+from tridesign.annotations import WeightSparsity, encode_mask, write_weight_sparsity
+from tridesign.targets import tvm_target
 from tridesign.kernels.relax_integration import SparsePolicy, sparsify_module
 
 tvm = pytest.importorskip("tvm")
@@ -85,7 +85,7 @@ def test_rewritten_module_matches_ort_on_the_masked_model(tmp_path) -> None:
     assert text.count("R.call_tir") == 4 and text.count("R.nn.conv2d") == 1
 
     # Through an exported library, as the TVM backend ships it: packed weights travel as constants.
-    tvm.compile(rewritten, target=default_host_target()).export_library(str(tmp_path / "model.so"))
+    tvm.compile(rewritten, target=tvm_target("host")).export_library(str(tmp_path / "model.so"))
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(tmp_path / "model.so")), tvm.cpu())
     got = vm["main"](tvm.runtime.tensor(x, tvm.cpu())).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

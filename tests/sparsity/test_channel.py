@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tridesign.compiler.annotations import read_weight_sparsity
+from tridesign.annotations import read_weight_sparsity
 from tridesign.compiler.sparsity import annotate_exported, prune_torch
 
 from .conftest import export_check

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tridesign.compiler.annotations import read_weight_sparsity
+from tridesign.annotations import read_weight_sparsity
 from tridesign.compiler.export import run_onnxruntime
 from tridesign.compiler.sparsity import prune_onnx
 from tridesign.compiler.sparsity.prune_fns import is_nm

@@ -57,7 +57,7 @@ def test_int8_qdq_per_channel(resnet, tmp_path) -> None:
 def test_weights_are_reduced_where_int8_kernels_saturate(monkeypatch, machine, flags, saturates) -> None:
     import platform
 
-    import tridesign.compiler.targets as targets
+    import tridesign.targets as targets
 
     monkeypatch.setattr(platform, "machine", lambda: machine)
     monkeypatch.setattr(targets, "host_cpu_flags", lambda: flags)
@@ -70,7 +70,7 @@ def test_needs_calibration(tmp_path) -> None:
 
 
 def test_int8_keeps_sparsity_annotations(resnet, example, tmp_path) -> None:
-    from tridesign.compiler.annotations import read_weight_sparsity
+    from tridesign.annotations import read_weight_sparsity
     from tridesign.compiler.sparsity import annotate_exported, prune_torch
     from tridesign.compiler.sparsity.inspect import layer_rows
 

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from tridesign.compiler.annotations import read_weight_sparsity
+from tridesign.annotations import read_weight_sparsity
 from tridesign.compiler.sparsity import annotate_exported, prune_torch
 from tridesign.compiler.sparsity.prune_fns import global_masks, layer_mask
 

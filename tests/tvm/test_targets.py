@@ -7,9 +7,9 @@ import shutil
 import onnx
 import pytest
 
-from tridesign.compiler import targets
+from tridesign import targets
 from tridesign.compiler.options import CompileOptions
-from tridesign.compiler.targets import detect_host, get_target, x86_level
+from tridesign.targets import detect_host, get_target, x86_level
 from tridesign.errors import TridesignError, UsageError
 
 ZEN4_FLAGS = "flags\t: fpu sse4_1 sse4_2 ssse3 popcnt avx avx2 bmi1 bmi2 fma movbe avx512f avx512bw avx512cd avx512dq avx512vl\n"
@@ -94,7 +94,7 @@ def test_tvm_runtime_settings_apply_in_this_process():
     import os
     import platform
 
-    from tridesign.compiler.targets import configure_tvm_threads, keep_scratch_memory
+    from tridesign.targets import configure_tvm_threads, keep_scratch_memory
 
     assert configure_tvm_threads() == int(os.environ["TVM_NUM_THREADS"]) >= 1
     assert keep_scratch_memory() is (platform.libc_ver()[0] == "glibc")

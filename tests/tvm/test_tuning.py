@@ -11,14 +11,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tridesign.compiler import tuning
 from tridesign.compiler.options import CompileOptions
-from tridesign.compiler.targets import get_target
+from tridesign.targets import get_target
 from tridesign.kernels.conv_tiles import BOOK_FILE
 
 
 def conv_head_model() -> onnx.ModelProto:
     """Conv+ReLU and a max-pool (hand-written kernels), a 95 %-block-sparse Gemm (a sparse kernel),
     then a MatMul head (MetaSchedule's: the heaviest kernel left, so the first a small budget tunes)."""
-    from tridesign.compiler.annotations import WeightSparsity, encode_mask, write_weight_sparsity
+    from tridesign.annotations import WeightSparsity, encode_mask, write_weight_sparsity
 
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array((rng.standard_normal((8, 8, 3, 3)) * 0.1).astype(np.float32), "conv/w")

@@ -76,7 +76,7 @@ def tune_cmd(
 
 def targets_cmd(json_out: JsonFlag = False) -> None:
     """List the named targets: CPU (and GPU) for TVM, cross compiler, and whether it runs here."""
-    from tridesign.compiler.targets import cross_compiler_available, list_targets
+    from tridesign.targets import cross_compiler_available, list_targets
 
     rows = [
         {

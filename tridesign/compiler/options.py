@@ -9,7 +9,7 @@ from pathlib import Path
 @dataclass(frozen=True)
 class CompileOptions:
     backend: str = "ort"  # a name in tridesign.compiler.backends.BACKENDS
-    target: str = "host"  # a name in the target registry (tridesign.compiler.targets)
+    target: str = "host"  # a name in the target registry (tridesign.targets)
     tune_trials: int = 0  # MetaSchedule trials for TVM; 0 = untuned (and the manifest says so)
     tuning_db: Path | None = None  # a persistent MetaSchedule database to reuse and extend
     prune: str | None = None  # SPEC such as "unstructured:0.8" or a YAML file path (sparsity passes)

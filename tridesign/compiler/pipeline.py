@@ -21,11 +21,11 @@ import onnx
 from tridesign import __version__
 from tridesign.atomic import MANIFEST, atomic_dir, check_writable_parent
 from tridesign.compiler import onnx_io, passes
-from tridesign.compiler.annotations import read_weight_sparsity
+from tridesign.annotations import read_weight_sparsity
 from tridesign.compiler.backends import get_backend
 from tridesign.compiler.export import compare_outputs, export_verified, run_onnxruntime
 from tridesign.compiler.options import CompileOptions
-from tridesign.compiler.targets import get_target
+from tridesign.targets import get_target
 from tridesign.errors import TridesignError, UsageError
 from tridesign.models.registry import get_model
 from tridesign.progress import step

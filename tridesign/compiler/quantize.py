@@ -35,7 +35,7 @@ def saturates_int8() -> bool:
     """
     import platform
 
-    from tridesign.compiler.targets import host_cpu_flags
+    from tridesign.targets import host_cpu_flags
 
     if platform.machine() not in ("x86_64", "AMD64"):
         return False
@@ -84,7 +84,7 @@ def rekey_annotations(fp32: onnx.ModelProto, int8: onnx.ModelProto) -> None:
     operand (behind the DequantizeLinear) takes the record; records of weights that were not
     quantized keep their name.
     """
-    from tridesign.compiler.annotations import WEIGHT_KEY, read_weight_sparsity, write_weight_sparsity
+    from tridesign.annotations import WEIGHT_KEY, read_weight_sparsity, write_weight_sparsity
     from tridesign.compiler.sparsity.onnx_prune import weight_graph, weight_operand
 
     records = read_weight_sparsity(fp32)

@@ -111,7 +111,7 @@ def profile_remote(
     session = connect(host or "", port or 0, tracker, key, timeout_s)
     session.upload(str(module), target=module.name)
     library = session.load_module(module.name)
-    from tridesign.compiler.targets import get_target
+    from tridesign.targets import get_target
 
     spec = get_target(io["target"]) if io["target"] != "host" else None
     device = session.cuda(0) if spec is not None and spec.device is not None else session.cpu(0)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tridesign.compiler.targets import TargetSpec
+from tridesign.targets import TargetSpec, configure_tvm_runtime
 from tridesign.errors import TridesignError
 
 # Building a candidate on 2 busy cores (the cost model and runner share them) takes far longer
@@ -226,6 +226,7 @@ def tune(
 
     from tridesign.compiler.backends.tvm import handwritten_kernels
 
+    configure_tvm_runtime()
     if trials <= 0:
         raise TridesignError("the number of tuning trials must be positive")
     if not spec.runs_here and remote is None:
@@ -310,7 +311,7 @@ def tune_model(
     kernels' structural hashes differ and nothing is reused.
     """
     from tridesign.compiler.backends.tvm import import_onnx, lower_fused, put_on_hand_written_kernels
-    from tridesign.compiler.targets import get_target
+    from tridesign.targets import get_target
 
     spec = get_target(target)
     db_dir = Path(db_dir) if db_dir else default_db_dir(spec)

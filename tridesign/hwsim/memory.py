@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from tridesign.atomic import atomic_file
 from tridesign.hwsim.spec import DeviceSpec
 from tridesign.hwsim.workload import Layer
 
@@ -134,8 +135,7 @@ def write_dram_trace(layers: list[tuple[str, Traffic]], path: Path, max_lines: i
     """
     region = 1 << 32
     written = 0
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as out:
+    with atomic_file(path, "w") as out:
         for index, (_, traffic) in enumerate(layers):
             requests = [("R", b) for b in traffic.dram_read.values()] + [("W", b) for b in traffic.dram_write.values()]
             for slot, (kind, nbytes) in enumerate(requests):
@@ -148,5 +148,4 @@ def write_dram_trace(layers: list[tuple[str, Traffic]], path: Path, max_lines: i
                     break
             if written >= max_lines:
                 break
-    tmp.replace(path)
     return written

@@ -15,6 +15,7 @@ from typing import Any
 
 import jinja2
 
+from tridesign.atomic import atomic_file, write_text_atomic
 from tridesign.hwsim.simulate import SimResult
 from tridesign.hwsim.spec import SystemSpec
 
@@ -49,12 +50,10 @@ def layer_rows(result: SimResult) -> list[list[Any]]:
 
 
 def write_csv(result: SimResult, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_file(path, "w") as f:
         writer = csv.writer(f)
         writer.writerow(LAYER_COLUMNS)
         writer.writerows(layer_rows(result))
-    tmp.replace(path)
 
 
 def _png(fig) -> str:
@@ -106,9 +105,7 @@ def write_html(result: SimResult, system: SystemSpec, path: Path) -> None:
         result=result, summary=summary_rows(result), columns=LAYER_COLUMNS, rows=layer_rows(result),
         plots=_plots(result, system), system=system, fmt=_fmt,
     )
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(html)
-    tmp.replace(path)
+    write_text_atomic(path, html)
 
 
 def _fmt(value: Any) -> str:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tridesign.compiler.annotations import DataSparsity
+from tridesign.annotations import DataSparsity
 from tridesign.errors import UsageError
 from tridesign.hwsim.spec import DeviceSpec
 from tridesign.hwsim.workload import Layer, Workload

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from tridesign.atomic import write_text_atomic
 from tridesign.errors import UsageError
 from tridesign.hwsim.simulate import simulate
 from tridesign.hwsim.sparsity import SparsitySetting, apply_sparsity
@@ -141,9 +142,7 @@ def write_sweep(rows: list[dict[str, Any]], front: list[int], json_path: Path | 
     """Write the JSON and/or HTML report (atomically) and return the JSON payload."""
     payload = {"title": title, "objectives": list(OBJECTIVES), "points": rows, "pareto": front}
     if json_path is not None:
-        tmp = json_path.with_name(json_path.name + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=2))
-        tmp.replace(json_path)
+        write_text_atomic(json_path, json.dumps(payload, indent=2))
     if html_path is not None:
         import matplotlib
 
@@ -164,8 +163,6 @@ def write_sweep(rows: list[dict[str, Any]], front: list[int], json_path: Path | 
         html = TEMPLATES.get_template("sweep.html.j2").render(
             title=title, plot=_png(fig), columns=columns, rows=rows, front=set(front),
         )
-        tmp = html_path.with_name(html_path.name + ".tmp")
-        tmp.write_text(html)
-        tmp.replace(html_path)
+        write_text_atomic(html_path, html)
     return payload
 

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from tridesign.compiler.annotations import DataSparsity, read_data_sparsity, read_weight_sparsity
+from tridesign.annotations import DataSparsity, read_data_sparsity, read_weight_sparsity
 from tridesign.errors import TridesignError
 
 FREE_OPS = frozenset({

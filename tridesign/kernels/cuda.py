@@ -12,16 +12,15 @@ a cubin a deployment loads. Running them needs a GPU (tests marked `gpu`).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import tvm
 from tvm.script import tirx as T
 
-from tridesign.kernels.build import cuda_target
+from tridesign.atomic import write_bytes_atomic
 from tridesign.kernels.reference import ConvGeometry
 from tridesign.kernels.runtime import KernelFunc
+from tridesign.targets import tvm_target
 
 THREADS = 128
 
@@ -208,7 +207,7 @@ def cuda_kernels_for_tests() -> list[KernelFunc]:
 def cuda_source(kernels: list[KernelFunc], arch: str) -> str:
     """The CUDA C TVM generates for these kernels (one translation unit)."""
     mod = tvm.IRModule({kf.name: kf.func for kf in kernels})
-    ex = tvm.compile(mod, target=cuda_target(arch))
+    ex = tvm.compile(mod, target=tvm_target(f"cuda:{arch}"))
     return ex.mod.imports[0].inspect_source("")
 
 
@@ -217,12 +216,9 @@ def compile_cubin(kernels: list[KernelFunc], arch: str, path: Path) -> Path:
     from tvm.support import nvcc
 
     source = cuda_source(kernels, arch)
-    with cuda_target(arch):
+    with tvm_target(f"cuda:{arch}"):
         binary = bytes(nvcc.compile_cuda(source, target_format="cubin", arch=arch, compiler="nvcc"))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".cubin", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(binary)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, binary)
     return path

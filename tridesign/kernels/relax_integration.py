@@ -30,7 +30,7 @@ import tvm
 from onnx import numpy_helper
 from tvm import relax
 
-from tridesign.compiler.annotations import WeightSparsity, read_weight_sparsity
+from tridesign.annotations import WeightSparsity, read_weight_sparsity
 from tridesign.kernels.formats import BSR, NM
 from tridesign.kernels.reference import ConvGeometry
 from tridesign.kernels.runtime import KernelFunc

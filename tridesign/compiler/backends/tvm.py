@@ -20,10 +20,8 @@ import numpy as np
 
 from tridesign.compiler.backends.base import CompileResult, LayerTiming
 from tridesign.compiler.options import CompileOptions
-from tridesign.compiler.targets import TargetSpec, configure_tvm_runtime, cross_compiler_available, get_target
+from tridesign.targets import TargetSpec, configure_tvm_runtime, cross_compiler_available, get_target
 from tridesign.errors import TridesignError
-
-configure_tvm_runtime()
 
 IO_FILE = "tvm_io.json"
 PREPACKED_SUFFIX = "_prepacked"  # TVM's name for a kernel reading weights in a tuned layout
@@ -194,7 +192,7 @@ def sparsify(mod: Any, model: Any, target: Any, tuned: bool, notes: list[str]) -
     The crossover depends on what dense code they compete with: against tuned dense kernels only
     clearly sparse layers switch; against TVM's untuned defaults every annotated layer does.
     """
-    from tridesign.compiler.annotations import read_weight_sparsity
+    from tridesign.annotations import read_weight_sparsity
 
     records = read_weight_sparsity(model)
     if not records:
@@ -286,6 +284,7 @@ class TvmSession:
         import tvm
         from tvm import relax
 
+        configure_tvm_runtime()
         io = json.loads((artifact_dir / IO_FILE).read_text())
         spec = get_target(io["target"]) if io["target"] != "host" else None
         if spec is not None and not spec.runs_here:
@@ -376,7 +375,7 @@ def kernel_op_type(symbol: str) -> str:
 
 
 class TvmBackend:
-    """ONNX → Relax → TVM module for a named target (tridesign.compiler.targets)."""
+    """ONNX → Relax → TVM module for a named target (tridesign.targets)."""
 
     name = "tvm"
 
@@ -394,6 +393,7 @@ class TvmBackend:
 
         from tridesign.compiler import tuning
 
+        configure_tvm_runtime()
         spec = get_target(options.target)
         target = spec.tvm_target()
         model = onnx.load(str(onnx_path))

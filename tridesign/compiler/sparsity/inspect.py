@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from tridesign.compiler.annotations import read_weight_sparsity
+from tridesign.annotations import read_weight_sparsity
 from tridesign.compiler.sparsity.onnx_prune import weight_graph, weight_initializers, weight_operand
 from tridesign.errors import TridesignError, UsageError
 from tridesign.hwsim.workload import load_workload

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from tridesign.compiler.annotations import write_weight_sparsity
+from tridesign.annotations import write_weight_sparsity
 from tridesign.compiler.sparsity.apply import Weight, compute_records, nominal
 from tridesign.compiler.sparsity.importance import as_matrix, channel_l1, from_matrix
 from tridesign.compiler.sparsity.prune_fns import layer_mask

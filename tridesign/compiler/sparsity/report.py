@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from tridesign.compiler.annotations import WeightSparsity, encode_mask
+from tridesign.annotations import WeightSparsity, encode_mask
 
 
 @dataclass

@@ -9,8 +9,6 @@ is only read: the result is written as a new artifact directory, atomically.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import onnx
 
+from tridesign.atomic import atomic_file
 from tridesign.deploy.zo.engine_ort import OrtEngine
 from tridesign.deploy.zo.estimators import CGEConfig, RGEConfig, ZOGradient, cge, rge
 from tridesign.deploy.zo.optimizers import make_optimizer
@@ -195,15 +194,8 @@ def _save(path: Path, engine: ZOEngine, optimizer, config: FinetuneConfig, step:
         "queries": queries,
         "optimizer": {k: v for k, v in state.items() if not isinstance(v, np.ndarray)},
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, theta=engine.theta, losses=np.asarray(losses), meta=np.array(json.dumps(meta)), **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_file(path) as handle:
+        np.savez(handle, theta=engine.theta, losses=np.asarray(losses), meta=np.array(json.dumps(meta)), **arrays)
 
 
 def _restore(path: Path, engine: ZOEngine, optimizer, config: FinetuneConfig) -> tuple[int, int, list[float]]:

@@ -1,6 +1,8 @@
 """Named deployment targets: what TVM compiles for, and how the result is linked.
 
-Users say `--target jetson-orin-nano`, not a TVM target JSON: the registry holds the board facts
+The one target registry: `compile`, `tune`, the kernels (their builds and tile measurements) and
+`profile --remote` all resolve targets here, so a tile timed by a kernel test is timed for the same
+CPU that `compile` builds for. Users say `--target jetson-orin-nano`, not a TVM target JSON: the registry holds the board facts
 (CPU core, CUDA architecture, core count, cross toolchain) in one place, documented in
 docs/targets.md. `host` is detected from /proc/cpuinfo so a tuned schedule is specific to the ISA
 it was measured on (the tuning database is keyed by the target's hash). `cuda:<arch>` is a generic
@@ -16,6 +18,7 @@ import platform
 import re
 import shutil
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -98,10 +101,22 @@ def x86_level(flags: set[str]) -> str:
     return "x86-64"
 
 
+_RUNTIME_CONFIGURED = False
+
+
 def configure_tvm_runtime() -> None:
-    """Process settings every TVM run here needs: the thread pool size and scratch memory reuse."""
+    """Process settings every TVM run here needs: the thread pool size and scratch memory reuse.
+
+    Called where a TVM module is built or loaded (kernel builds, the TVM backend, its sessions,
+    tuning), never at import: an ONNX-Runtime-only run keeps the process's malloc settings. Once
+    per process; TVM reads the thread count when it first creates its pool.
+    """
+    global _RUNTIME_CONFIGURED
+    if _RUNTIME_CONFIGURED:
+        return
     configure_tvm_threads()
     keep_scratch_memory()
+    _RUNTIME_CONFIGURED = True
 
 
 def keep_scratch_memory() -> bool:
@@ -130,8 +145,8 @@ def configure_tvm_threads() -> int:
 
     TVM's default is half the hardware threads on x86 (it assumes SMT siblings), which on a 2-core
     VM is a single thread: every TVM run was single-threaded against a two-thread ONNX Runtime.
-    TVM reads the variable when it first creates its pool, so this runs at import of the modules
-    that run TVM code; MetaSchedule's runner processes inherit it.
+    TVM reads the variable when it first creates its pool, so this runs before the first TVM module
+    is built or loaded (configure_tvm_runtime); MetaSchedule's runner processes inherit it.
     """
     os.environ.setdefault("TVM_NUM_THREADS", str(_usable_cores()))
     return int(os.environ["TVM_NUM_THREADS"])
@@ -220,16 +235,27 @@ BOARDS: dict[str, TargetSpec] = {
 _CUDA_ARCH = re.compile(r"^cuda:(sm_\d{2,3}a?)$")
 
 
+@lru_cache(maxsize=1)
+def _host() -> TargetSpec:
+    return detect_host()
+
+
+@lru_cache(maxsize=None)
+def tvm_target(name: str = "host") -> Any:
+    """The TVM Target object of a named target (cached: kernel builds are keyed by it)."""
+    return get_target(name).tvm_target()
+
+
 def get_target(name: str) -> TargetSpec:
     """Resolve a target name: `host`, a board in BOARDS (or an alias), or `cuda:<sm_XX>`."""
     if name == "host":
-        return detect_host()
+        return _host()
     for spec in BOARDS.values():
         if name == spec.name or name in spec.aliases:
             return spec
     match = _CUDA_ARCH.match(name)
     if match:
-        host = detect_host()
+        host = _host()
         arch = match.group(1)
         return TargetSpec(
             name=name,
@@ -244,7 +270,7 @@ def get_target(name: str) -> TargetSpec:
 
 def list_targets() -> list[TargetSpec]:
     """Every named target, host first, then the boards, then an example generic CUDA target."""
-    return [detect_host(), *BOARDS.values(), get_target("cuda:sm_90")]
+    return [_host(), *BOARDS.values(), get_target("cuda:sm_90")]
 
 
 def cross_compiler_available(spec: TargetSpec) -> bool:
