@@ -25,7 +25,7 @@ import numpy as np
 from tridesign.compiler.export import torch_to_onnx
 from tridesign.compiler.options import CompileOptions
 from tridesign.compiler.pipeline import compile_artifact
-from tridesign.compiler.profile import time_session
+from tridesign.compiler.timing import time_session
 from tridesign.compiler.backends import get_backend
 
 
@@ -46,7 +46,7 @@ def cases():
     """(label, torch module, inputs) for each benchmarked workload."""
     import torch
 
-    from tridesign.models.deepzero import build_resnet20
+    from tridesign.models.resnet import build_resnet20
     from tridesign.models.resnet import build_resnet
 
     torch.manual_seed(0)
@@ -75,9 +75,9 @@ def measure(args) -> list[dict]:
                 start = time.perf_counter()
                 manifest = compile_artifact(str(src), CompileOptions(backend=backend, tune_trials=trials, seed=0), out)
                 compile_s[name] = time.perf_counter() - start
-                if trials and not manifest["tuned"]:
-                    print(f"   note: {name} applied no tuned schedule: {manifest['notes']}", file=sys.stderr)
-                sessions[name] = get_backend(backend).load(out, manifest)
+                if trials and not manifest.tuned:
+                    print(f"   note: {name} applied no tuned schedule: {manifest.notes}", file=sys.stderr)
+                sessions[name] = get_backend(backend).load(out)
             rounds: dict[str, list[float]] = {name: [] for name in sessions}
             for _ in range(args.rounds):
                 for name, session in sessions.items():

@@ -23,7 +23,7 @@ from pathlib import Path
 import onnx
 
 from tridesign.hwsim import scalesim_ref
-from tridesign.hwsim.netbuild import build_onnx
+from tridesign.compiler.reference_nets import build_onnx
 from tridesign.hwsim.simulate import simulate
 from tridesign.hwsim.spec import spec_from_dict
 from tridesign.hwsim.workload import load_workload

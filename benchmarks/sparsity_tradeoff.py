@@ -26,8 +26,10 @@ import onnx
 from tridesign.compiler.export import torch_to_onnx
 from tridesign.compiler.quantize import compare_int8, median_latency_ms, quantize_int8, session
 from tridesign.compiler.sparsity import prune_torch, recover_torch
+from tridesign.data.digits import calibration_set, digits_inputs
 from tridesign.models import digits
 from tridesign.models.resnet import build_resnet
+from tridesign.sparsity_plan import load_plan
 
 METHODS = {
     "unstructured": lambda s: f"unstructured:{s}",
@@ -55,8 +57,8 @@ def bench_digits(args, work: Path, log) -> dict:
     import torch
 
     base = digits.load_trained_resnet20(args.config)
-    one = digits.digits_inputs(args.config, 1, 0)
-    many = digits.digits_inputs(args.config, 32, 0)
+    one = digits_inputs(args.config, 1, 0)
+    many = digits_inputs(args.config, 32, 0)
     dense_path = work / "digits_dense.onnx"
     dense_ms = ort_latency(base, one, dense_path, args.runs, args.threads)
     dense_acc = ort_accuracy(dense_path)
@@ -68,7 +70,7 @@ def bench_digits(args, work: Path, log) -> dict:
             spec = make(level)
             model = copy.deepcopy(base)
             torch.manual_seed(0)
-            report = prune_torch(model, spec, digits.calibration_set(64, 64, seed=1)[0])  # training images
+            report = prune_torch(model, load_plan(spec), calibration_set(64, 64, seed=1)[0])  # training images
             acc_pruned = digits.evaluate(model)
             recovery = recover_torch(model, "resnet20", args.finetune_steps)
             path = work / f"digits_{method}_{level}.onnx"
@@ -88,7 +90,7 @@ def bench_digits(args, work: Path, log) -> dict:
             rows.append(row)
             log(f"digits {spec:<20} real {row['real_sparsity']:.3f}  acc {acc_pruned:.3f} -> {row['accuracy_finetuned']:.3f}"
                 f"  {ms:.3f} ms vs dense {dense_ms_again:.3f} ms  x{row['speedup']:.2f}  batch 32 x{row['speedup_b32']:.2f}")
-    calib = digits.calibration_set(64, 16)
+    calib = calibration_set(64, 16)
     quant = {}
     for name, path in (("dense", dense_path), ("channel_0.5", work / "digits_channel_0.5.onnx")):
         if path.exists():
@@ -117,7 +119,7 @@ def bench_resnet18(args, work: Path, log) -> dict:
         for level in args.levels:
             spec = make(level)
             model = copy.deepcopy(base)
-            report = prune_torch(model, spec, one)
+            report = prune_torch(model, load_plan(spec), one)
             ms = ort_latency(model, one, work / "r18_pruned.onnx", args.runs_r18, args.threads)
             dense_again = median_latency_ms(session(dense_path, args.threads), one, args.runs_r18)
             rows.append({"method": method, "spec": spec, "level": level, "real_sparsity": report.real_sparsity,

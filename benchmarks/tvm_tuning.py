@@ -3,7 +3,7 @@
 For ResNet-20 (CIFAR, 32x32, batch 1) and a ResNet-18-shaped 224x224 network (batch 1): ORT, TVM
 untuned, then TVM after a growing, cumulative number of tuning trials in one database (each point
 resumes the previous one, which is how a user extends a tuning run). At each point ORT and TVM are
-timed alternately with the same harness (tridesign.compiler.profile.time_session: wall time of
+timed alternately with the same harness (tridesign.compiler.timing.time_session: wall time of
 one call after warm-up, median; --rounds blocks each), so machine load affects both alike. JSON goes to --out after every
 point, so an interrupted run keeps its curve.
 
@@ -32,9 +32,9 @@ import onnx
 from tridesign.compiler.backends.tvm import TvmBackend
 from tridesign.compiler.export import torch_to_onnx
 from tridesign.compiler.options import CompileOptions
-from tridesign.compiler.profile import time_session
+from tridesign.compiler.timing import time_session
 from tridesign.compiler.onnx_io import normalize
-from tridesign.compiler.tuning import tune_model
+from tridesign.compiler.tvm.tuning import tune_model
 
 
 class OrtSession:
@@ -51,7 +51,7 @@ def build(name: str):
     """(torch module, inputs) of a benchmarked network."""
     import torch
 
-    from tridesign.models.deepzero import build_resnet20
+    from tridesign.models.resnet import build_resnet20
     from tridesign.models.resnet import build_resnet
 
     torch.manual_seed(0)
@@ -77,7 +77,7 @@ def point(work: Path, onnx_path: Path, db: Path, inputs, trials: int, tuning_s: 
     out = Path(tempfile.mkdtemp(dir=work))
     backend = TvmBackend()
     result = backend.compile(onnx_path, out, CompileOptions(backend="tvm", tuning_db=db))
-    tvm_session = backend.load(out, {})
+    tvm_session = backend.load(out)
     ort_session = OrtSession(onnx_path)
     got = next(iter(tvm_session.run(inputs).values()))
     want = ort_session.run(inputs)[0]

@@ -116,7 +116,7 @@ def throughput(model, model_onnx, x, y, q: int, repeats: int, threads: int) -> d
     import torch.nn.functional as F
 
     from tridesign.deploy.zo.engine_ort import OrtEngine
-    from tridesign.deploy.zo.estimators import RGEConfig, rge
+    from tridesign.zo.estimators import RGEConfig, rge
 
     xb, yb = x[:BATCH], y[:BATCH]
     f = fused_last_block(model)
@@ -211,7 +211,7 @@ def aeds(steps: int, q: int, sigma: float, pretrain_steps: int, seed: int = 0) -
     """ZO-AE-DS: latent- vs pixel-space ZO at equal query budgets (q + 1 per sample per step)."""
     import torch
 
-    from tridesign.deploy.zo import aeds as A
+    from tridesign.workflows import zo_aeds as A
 
     torch.set_num_threads(2)
     xa, ya, xt, yt = A.digits_1ch()
@@ -237,9 +237,11 @@ def lastblock_full(args) -> dict:
     """ZO vs FO finetuning of every parameter of layer3.2 (conv weights + folded-BN shifts) + fc."""
     import torch
 
-    from tridesign.compiler.export import run_onnxruntime, torch_to_onnx
+    from tridesign.compiler.export import torch_to_onnx
+    from tridesign.verification import run_onnxruntime
     from tridesign.deploy.zo.finetune import FinetuneConfig
-    from tridesign.models.digits import load_digits_split, load_trained_resnet20
+    from tridesign.data.digits import load_digits_split
+    from tridesign.models.digits import load_trained_resnet20
 
     torch.set_num_threads(args.threads)
     split = load_digits_split()
@@ -326,9 +328,11 @@ def main() -> None:
     import torch
 
     from tridesign.atomic import write_bytes_atomic
-    from tridesign.compiler.export import run_onnxruntime, torch_to_onnx
+    from tridesign.compiler.export import torch_to_onnx
+    from tridesign.verification import run_onnxruntime
     from tridesign.deploy.zo.finetune import FinetuneConfig
-    from tridesign.models.digits import load_digits_split, load_trained_resnet20
+    from tridesign.data.digits import load_digits_split
+    from tridesign.models.digits import load_trained_resnet20
 
     torch.set_num_threads(args.threads)
     split = load_digits_split()

@@ -8,7 +8,7 @@ import pytest
 from onnx import helper
 
 from tridesign.compiler import onnx_io
-from tridesign.compiler.export import run_onnxruntime
+from tridesign.verification import run_onnxruntime
 from tridesign.errors import TridesignError
 
 

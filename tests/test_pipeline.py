@@ -9,23 +9,25 @@ import onnx
 import pytest
 
 from tridesign.atomic import atomic_dir
-from tridesign.compiler.export import run_onnxruntime
+from tridesign.verification import run_onnxruntime
 from tridesign.compiler.options import CompileOptions
-from tridesign.compiler.pipeline import compile_artifact, load_manifest
-from tridesign.compiler.profile import profile_artifact, run_artifact
+from tridesign.artifact import load_manifest
+from tridesign.compiler.pipeline import compile_artifact
+from tridesign.compiler.profile import profile_artifact
+from tridesign.compiler.run import run_artifact
 from tridesign.errors import TridesignError, UsageError
 
 
 def test_manifest_records_source_versions_io_and_verification(ort_artifact):
     manifest = load_manifest(ort_artifact)
-    assert manifest["source"]["model"] == "resnet20" and manifest["source"]["export"]["passed"]
-    assert len(manifest["source"]["sha256"]) == 64
-    assert manifest["backend"] == "ort" and manifest["tuned"] is False
-    assert {"onnx", "onnxruntime", "numpy", "python"} <= set(manifest["versions"])
-    assert manifest["inputs"] == [{"name": "input", "shape": ["batch", 3, 32, 32], "dtype": "float32"}]
-    assert manifest["outputs"][0]["name"] == "logits"
-    assert manifest["verification"]["passed"] and manifest["verification"]["max_abs_err"] < 1e-4
-    for name in manifest["files"]:
+    assert manifest.source.model == "resnet20" and manifest.source.export["passed"]
+    assert len(manifest.source.sha256) == 64
+    assert manifest.backend == "ort" and manifest.tuned is False
+    assert {"onnx", "onnxruntime", "numpy", "python"} <= set(manifest.versions)
+    assert [t.model_dump() for t in manifest.inputs] == [{"name": "input", "shape": ["batch", 3, 32, 32], "dtype": "float32"}]
+    assert manifest.outputs[0].name == "logits"
+    assert manifest.verification.passed and manifest.verification.max_abs_err < 1e-4
+    for name in manifest.files:
         assert (ort_artifact / name).is_file(), name
 
 
@@ -33,7 +35,7 @@ def test_user_onnx_with_awkward_names_compiles(tmp_path, user_model):
     src = tmp_path / "user.onnx"
     onnx.save(user_model(11), str(src))
     manifest = compile_artifact(str(src), CompileOptions(backend="ort"), tmp_path / "art")
-    assert manifest["source"]["kind"] == "onnx" and manifest["source"]["opset_in"] == 11
+    assert manifest.source.kind == "onnx" and manifest.source.opset_in == 11
     x = np.ones((2, 4), np.float32)
     out = run_artifact(tmp_path / "art", {"in/x:0": x})
     expected = run_onnxruntime(user_model(17), {"in/x:0": x})["out/y:0"]
@@ -65,13 +67,13 @@ def test_run_checks_names_shapes_and_dtypes(ort_artifact):
 
 def test_failed_build_leaves_nothing_and_keeps_previous_artifact(tmp_path):
     out = tmp_path / "art"
-    with pytest.raises(RuntimeError), atomic_dir(out) as tmp:
+    with pytest.raises(RuntimeError), atomic_dir(out, "manifest.json") as tmp:
         (tmp / "half.bin").write_bytes(b"x")
         raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
     out.mkdir()
     (out / "manifest.json").write_text("{}")
-    with pytest.raises(KeyboardInterrupt), atomic_dir(out) as tmp:
+    with pytest.raises(KeyboardInterrupt), atomic_dir(out, "manifest.json") as tmp:
         raise KeyboardInterrupt
     assert json.loads((out / "manifest.json").read_text()) == {}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]

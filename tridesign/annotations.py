@@ -4,7 +4,7 @@ The compiler writes them, and the kernels, the simulator and deployment read the
 simulation always describes what would be deployed. They live in the model's `metadata_props`:
 
 - ``tridesign.weight_sparsity``: JSON ``{initializer name: WeightSparsity}`` -- which weights are
-  pruned, how (``unstructured``, ``block:4x4``, ``nm:2:4``, ``pattern3x3``, ``channel``, ...), their
+  pruned, how (``unstructured``, ``block:4x4``, ``nm:2:4``, ``pattern3x3:4of9``, ``channel``, ...), their
   density, and the mask itself, bit-packed, zlib-compressed and base64-encoded (a 90 %-sparse
   ResNet-18 mask costs a few hundred KB instead of 45 MB as float).
 - ``tridesign.data_sparsity``: JSON `DataSparsity` -- the input-side sparsity the deployment will
@@ -20,6 +20,8 @@ import zlib
 import numpy as np
 import onnx
 from pydantic import BaseModel, ConfigDict
+
+from tridesign.sparsity_plan import Method, parse_pattern
 
 WEIGHT_KEY = "tridesign.weight_sparsity"
 DATA_KEY = "tridesign.data_sparsity"
@@ -39,6 +41,11 @@ class WeightSparsity(BaseModel):
 
     def decoded_mask(self) -> np.ndarray | None:
         return None if self.mask is None else decode_mask(self.mask, self.shape)
+
+    def method_record(self) -> Method:
+        """The typed method behind `pattern` (block shape, N:M, ...), so that readers match on a
+        record instead of splitting the label; the stored string stays as it is, and old files load."""
+        return parse_pattern(self.pattern, self.density)
 
 
 class DataSparsity(BaseModel):

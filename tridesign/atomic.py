@@ -15,8 +15,6 @@ from pathlib import Path
 
 from tridesign.errors import TridesignError
 
-MANIFEST = "manifest.json"
-
 
 def check_writable_parent(path: Path) -> None:
     """Fail early, with one line, when `path` cannot be created (before any expensive work)."""
@@ -81,15 +79,16 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
+def atomic_dir(path: Path, marker: str) -> Iterator[Path]:
     """Yield a temporary directory that replaces `path` when the block succeeds.
 
-    An existing `path` is replaced only if it is a tridesign artifact (it holds a manifest), so a
-    typo in `-o` never deletes a user's unrelated directory.
+    An existing `path` is replaced only if it holds the file `marker` (an artifact's manifest, a
+    report's index), i.e. only if tridesign wrote it, so a typo in `-o` never deletes a user's
+    unrelated directory.
     """
     path = Path(path)
     check_writable_parent(path)
-    if path.exists() and not (path / MANIFEST).is_file():
+    if path.exists() and not (path / marker).is_file():
         raise TridesignError(f"{path} exists and is not a tridesign artifact; choose another output path")
     tmp = Path(_os_call(tempfile.mkdtemp, path, prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent))
     try:

@@ -58,6 +58,6 @@ def small_system(**device) -> SystemSpec:
 
 @pytest.fixture(scope="session")
 def resnet18():
-    from tridesign.hwsim.netbuild import build_workload
+    from tridesign.compiler.reference_nets import build_workload
 
     return build_workload("resnet", 224, 224, depth=18)

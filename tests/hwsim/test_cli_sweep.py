@@ -10,6 +10,7 @@ from tridesign.hwsim.simulate import simulate
 from tridesign.hwsim.sparsity import SparsitySetting
 from tridesign.hwsim.sweep import grid, pareto_front, run_sweep
 from tridesign.hwsim.workload import load_workload
+from tridesign.sparsity_plan import Unstructured
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +41,8 @@ def test_simulate_cli_outputs(cli, tiny_onnx, tmp_path):
 def test_simulate_cli_user_errors(cli, tiny_onnx):
     res = cli("simulate", str(tiny_onnx), "--arch", "no-such-arch")
     assert res.returncode == 2 and "unknown arch" in res.stderr and "Traceback" not in res.stderr
-    res = cli("simulate", "missing.onnx")
-    assert res.returncode == 2 and "Traceback" not in res.stderr
+    res = cli("simulate", "missing.onnx")  # a missing file exits 1 in every command (tridesign.artifact.open_source)
+    assert res.returncode == 1 and "missing.onnx: no such file" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_sweep_cli_pareto(cli, tiny_onnx, tmp_path):
@@ -56,6 +57,11 @@ def test_sweep_cli_pareto(cli, tiny_onnx, tmp_path):
     assert "Pareto" in (tmp_path / "s.html").read_text()
 
 
+def test_sweep_cli_what_if_errors_are_prune_errors(cli, tiny_onnx):
+    res = cli("sweep", str(tiny_onnx), "--weights", "nm:5:4")
+    assert res.returncode == 2 and "N:M spec 'nm:5:4' needs N <= M" in res.stderr and "Traceback" not in res.stderr
+
+
 def test_pareto_front_definition():
     rows = [{"latency_ms": 1, "energy_per_input_frame": 5, "area_mm2": 1},
             {"latency_ms": 2, "energy_per_input_frame": 2, "area_mm2": 1},
@@ -67,7 +73,7 @@ def test_pareto_front_definition():
 def test_sweep_local_pool_matches_serial():
     wl = load_workload(tiny_cnn())
     points = grid({"array_rows": [4, 8], "sparsity.weight_skipping": [True]}, ["ws", "is"],
-                  [SparsitySetting(), SparsitySetting("unstructured:0.5", 0.5)])
+                  [SparsitySetting(), SparsitySetting(Unstructured(0.5), 0.5)])
     serial = run_sweep(wl, small_system(), points, "serial")
     pooled = run_sweep(wl, small_system(), points, "local", workers=2)
     assert serial == pooled and len(serial) == 8

@@ -12,7 +12,7 @@ from tridesign.hwsim.pe_array import simulate_gemm
 needs_scalesim = pytest.mark.skipif(not scalesim_ref.available(), reason="scalesim package not installed")
 
 
-def test_true_count_golden_by_hand():
+def test_exact_count_golden_by_hand():
     # WS, (5x3)@(3x4) on 2x3: folds (r, c) = (2,3), (1,3), (2,1), (1,1); each r + M + R + c - 2.
     by_hand = sum(r + 5 + 2 + c - 2 for r in (2, 1) for c in (3, 1))
     assert by_hand == 34

@@ -12,6 +12,7 @@ from tridesign.hwsim.simulate import simulate
 from tridesign.hwsim.sparsity import SparsitySetting, apply_sparsity
 from tridesign.hwsim.spec import load_spec, spec_from_dict
 from tridesign.hwsim.workload import Workload, load_workload
+from tridesign.sparsity_plan import Unstructured
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_cnn_small.json"
 GOLDEN_KEYS = ("compute_cycles", "stall_cycles", "cycles", "dram_bytes", "issued_macs")
@@ -48,7 +49,7 @@ def test_golden_compute_cycles_are_the_closed_form():
 def _workload(density=1.0, tiles=1.0, frames=1.0):
     wl = load_workload(tiny_cnn())
     if density < 1.0:
-        wl = apply_sparsity(wl, SparsitySetting(f"unstructured:{1 - density}"))
+        wl = apply_sparsity(wl, SparsitySetting(Unstructured(1 - density)))
     return Workload(wl.name, wl.layers, DataSparsity(active_tile_fraction=tiles, frame_keep_fraction=frames))
 
 

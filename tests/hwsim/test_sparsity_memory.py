@@ -2,20 +2,23 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.hwsim.conftest import small_system, tiny_cnn
 from tridesign.errors import UsageError
 from tridesign.hwsim.energy import device_area_mm2, load_table
 from tridesign.hwsim.memory import write_dram_trace
 from tridesign.hwsim.simulate import simulate
-from tridesign.hwsim.sparsity import SparsitySetting, apply_sparsity, weight_bytes
+from tridesign.hwsim.sparsity import SparsitySetting, apply_sparsity, parse_what_if, weight_bytes
 from tridesign.hwsim.workload import load_workload
+from tridesign.sparsity_plan import load_plan, parse_method
 
 SKIP = {"weight_skipping": True, "index_bits": 4}
 
 
 def _conv2(setting):
-    wl = apply_sparsity(load_workload(tiny_cnn()), SparsitySetting(setting))
+    wl = apply_sparsity(load_workload(tiny_cnn()), SparsitySetting(parse_what_if(setting)))
     return next(l for l in wl.layers if l.name == "conv2")
 
 
@@ -28,11 +31,11 @@ def test_nm_masks_are_exact_per_group():
 
 def test_block_and_unstructured_and_pattern():
     assert _conv2("unstructured:0.75").weight_density == pytest.approx(0.25, abs=0.01)
-    block = _conv2("block:4x4:0.5")
+    block = _conv2("block:0.5:4x4")
     tiles = block.weight_mask.reshape(8, 4, 36, 4).any(axis=(1, 3))
     full = block.weight_mask.reshape(8, 4, 36, 4).all(axis=(1, 3))
     assert (tiles == full).all()  # whole blocks kept or dropped
-    pat = _conv2("pattern3x3:0.9")
+    pat = _conv2("pattern:4:0.9")
     per_kernel = pat.weight_mask.reshape(-1, 9).sum(axis=1)
     assert set(np.unique(per_kernel)) <= {0, 4, 5, 6, 7, 8, 9}
     assert (per_kernel == 4).mean() > 0.3  # most kernels became a 4-of-9 pattern
@@ -41,6 +44,51 @@ def test_block_and_unstructured_and_pattern():
 def test_bad_setting_is_a_usage_error():
     with pytest.raises(UsageError):
         _conv2("nm:two:4")
+
+
+@pytest.mark.parametrize("text", ["nm:5:4", "nm:two:4", "unstructured:1", "block:0.5:0x4", "pattern:3:0.9", "sideways:0.5"])
+def test_what_ifs_reject_what_prune_rejects_with_the_same_line(text):
+    with pytest.raises(UsageError) as prune:
+        parse_method(text)
+    with pytest.raises(UsageError) as what_if:
+        parse_what_if(text)
+    assert str(what_if.value) == str(prune.value) and "\n" not in str(prune.value)
+
+
+@given(st.text(alphabet=st.sampled_from("unstrcdblokmpa0123456789:.x-e "), max_size=20))
+def test_what_ifs_read_any_text_as_prune_does(text):
+    """Outside `dense` and the two deprecated spellings, a what-if is exactly a --prune SPEC."""
+    try:
+        want = parse_method(text)
+    except UsageError as err:
+        want = str(err)
+    try:
+        got = parse_what_if(text)
+    except UsageError as err:
+        got = str(err)
+    if text.strip() != "dense" and not re.fullmatch(r"\s*(block:[0-9]+x[0-9]+|pattern3x3):.*", text):
+        assert got == want
+
+
+@pytest.mark.parametrize("text", ["channel:0.5", "zograsp:0.9"])
+def test_what_ifs_refuse_methods_that_need_the_model(text):
+    with pytest.raises(UsageError, match="cannot be drawn"):
+        SparsitySetting(parse_what_if(text))
+
+
+@pytest.mark.parametrize(("old", "new"), [("block:4x4:0.5", "block:0.5:4x4"), ("block:2x8:0.75", "block:0.75:2x8"),
+                                          ("pattern3x3:0.9", "pattern:4:0.9"), ("dense", "none")])
+def test_old_what_if_spellings_read_as_the_new_ones_and_draw_the_same_masks(old, new, capsys):
+    assert parse_what_if(old) == parse_what_if(new) == parse_method(new)
+    notes = capsys.readouterr().err.splitlines()
+    assert len(notes) == (0 if old == "dense" else 1)
+    assert all(f"{old} is deprecated; write {new}" in n for n in notes)
+    wl = load_workload(tiny_cnn())
+    for a, b in zip(apply_sparsity(wl, SparsitySetting(parse_what_if(old)), seed=3).layers,
+                    apply_sparsity(wl, SparsitySetting(parse_what_if(new)), seed=3).layers):
+        assert (a.weight_mask is None) == (b.weight_mask is None)
+        assert a.weight_mask is None or (a.weight_mask == b.weight_mask).all()
+        assert a.weight_pattern == b.weight_pattern
 
 
 def test_metadata_overhead_by_format():
@@ -100,7 +148,7 @@ def test_compiler_pruned_graph_drives_the_simulation(spec, pattern):
     from tridesign.compiler.sparsity.onnx_prune import prune_onnx
 
     model = tiny_cnn()
-    prune_onnx(model, spec)
+    prune_onnx(model, load_plan(spec))
     wl = load_workload(model)
     conv2 = next(l for l in wl.layers if l.name == "conv2")
     assert conv2.weight_pattern.startswith(pattern) and conv2.weight_density < 0.9

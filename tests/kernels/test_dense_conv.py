@@ -13,7 +13,8 @@ import tvm
 from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
 
-from tridesign.compiler.backends.tvm import finish, import_onnx, lower_fused
+from tridesign.compiler.tvm.frontend import finish, lower_fused
+from tridesign.deploy.tvm_runtime import import_onnx
 from tridesign.targets import get_target
 from tridesign.targets import tvm_target
 from tridesign.kernels.conv_tiles import (

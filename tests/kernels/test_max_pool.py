@@ -87,10 +87,10 @@ def test_compiled_model_matches_onnx_runtime(tmp_path, ceil_mode):
     assert result.tuning["max_pools"] == 2 - ceil_mode
     assert any("not covered by the hand-written kernel" in n for n in result.notes) == bool(ceil_mode)
     x = np.random.default_rng(3).standard_normal((1, 3, 21, 21)).astype(np.float32)
-    got = backend.load(out, {}).run({"x": x})["y"]
+    got = backend.load(out).run({"x": x})["y"]
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)  # the conv's summation order differs
-    pools = [layer for layer in backend.profile_layers(out, {}, {"x": x}, 2) if layer.op_type == "max_pool2d"]
+    pools = [layer for layer in backend.profile_layers(out, {"x": x}, 2) if layer.op_type == "max_pool2d"]
     assert len(pools) == 2 - ceil_mode
 
 

@@ -24,8 +24,8 @@ def _params():
 def test_tiny_model_compiles_with_ort_and_tvm_and_outputs_match(name, ort_artifact_for, tmp_path):
     from tridesign.compiler.backends.tvm import TvmBackend
     from tridesign.compiler.options import CompileOptions
-    from tridesign.compiler.pipeline import verify
     from tridesign.compiler.profile import profile_artifact
+    from tridesign.verification import verify
 
     spec = get_model(name)
     artifact = ort_artifact_for(name)
@@ -37,9 +37,9 @@ def test_tiny_model_compiles_with_ort_and_tvm_and_outputs_match(name, ort_artifa
 
     backend = TvmBackend()
     result = backend.compile(artifact / "model.onnx", tmp_path, CompileOptions(backend="tvm", config="tiny"))
-    session = backend.load(tmp_path, {"files": result.files})
-    check = verify(session.run(inputs), reference)
-    assert check["passed"], f"TVM vs ORT: {check['max_abs_err']:.3g} > {check['tolerance']:.3g}"
+    assert "module.so" in result.files
+    check = verify(backend.load(tmp_path).run(inputs), reference)
+    assert check.passed, f"TVM vs ORT: {check.max_abs_err:.3g} > {check.tolerance:.3g}"
 
     report = profile_artifact(artifact, repeat=3, warmup=1)
     assert report["latency_ms"]["median"] > 0 and report["max_abs_err"] <= 1e-4

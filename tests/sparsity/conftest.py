@@ -22,7 +22,7 @@ def resnet():
     """A seeded tiny ResNet-20 in eval mode with non-trivial BatchNorm statistics (so folding matters)."""
     import torch
 
-    from tridesign.models.deepzero import build_resnet20
+    from tridesign.models.resnet import build_resnet20
 
     torch.manual_seed(0)
     model = build_resnet20("tiny")
@@ -46,7 +46,8 @@ def export_check(model, inputs, atol: float = 1e-4):
     """Export with the project's exporter; assert ONNX Runtime equals the (pruned) torch model."""
     import numpy as np
 
-    from tridesign.compiler.export import run_onnxruntime, torch_outputs, torch_to_onnx
+    from tridesign.compiler.export import torch_outputs, torch_to_onnx
+    from tridesign.verification import run_onnxruntime
 
     onnx_model = torch_to_onnx(model, inputs, ("logits",))
     got = run_onnxruntime(onnx_model, inputs)["logits"]

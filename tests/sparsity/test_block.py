@@ -9,6 +9,7 @@ from tridesign.compiler.sparsity import prune_torch
 from tridesign.compiler.sparsity.importance import as_matrix
 from tridesign.compiler.sparsity.prune_fns import block_mask
 from tridesign.kernels.formats import BSR
+from tridesign.sparsity_plan import load_plan
 
 from .conftest import export_check
 
@@ -31,7 +32,7 @@ def test_block_mask_keeps_whole_blocks(block: tuple[int, int]) -> None:
 @pytest.mark.parametrize("block", [(1, 4), (4, 4)])
 def test_block_pruned_model_exports_and_packs(resnet, example, block) -> None:
     spec = f"block:0.9:{block[0]}x{block[1]}"
-    report = prune_torch(resnet, spec, example)
+    report = prune_torch(resnet, load_plan(spec), example)
     export_check(resnet, example)
     for name, rec in report.records.items():
         mat = as_matrix(rec.values)

@@ -10,13 +10,14 @@ import torch.nn as nn
 
 from tridesign.annotations import read_weight_sparsity
 from tridesign.compiler.sparsity import annotate_exported, prune_torch
+from tridesign.sparsity_plan import load_plan
 
 from .conftest import export_check
 
 
 def test_resnet_channels_shrink_residuals_stay_coupled(resnet, example) -> None:
     dense_macs_params = sum(p.numel() for p in resnet.parameters())
-    report = prune_torch(resnet, "channel:0.5", example)
+    report = prune_torch(resnet, load_plan("channel:0.5"), example)
     # every stage width halves; residual adds force conv2 and the shortcut to keep the same channels
     assert resnet.conv1.weight.shape[0] == 4
     for stage, width in ((resnet.layer1, 4), (resnet.layer2, 8), (resnet.layer3, 16)):
@@ -59,7 +60,7 @@ INPUTS = {"input": np.random.default_rng(0).standard_normal((2, 3, 16, 16), dtyp
 def test_concat_depthwise_residual_shrink_consistently() -> None:
     torch.manual_seed(0)
     model = Branchy(grouped=False).eval()
-    prune_torch(model, "channel:0.5", INPUTS)
+    prune_torch(model, load_plan("channel:0.5"), INPUTS)
     assert model.a.out_channels + model.b.out_channels == model.bn.num_features == model.dw.in_channels == 8
     assert model.dw.groups == model.dw.in_channels == model.dw.out_channels  # still depthwise
     assert model.last.in_channels == 8 and model.last.out_channels == 8
@@ -70,7 +71,7 @@ def test_concat_depthwise_residual_shrink_consistently() -> None:
 def test_grouped_conv_inputs_are_kept_whole() -> None:
     torch.manual_seed(0)
     model = Branchy(grouped=True).eval()
-    report = prune_torch(model, "channel:0.5", INPUTS)
+    report = prune_torch(model, load_plan("channel:0.5"), INPUTS)
     assert model.last.groups == 4 and model.last.in_channels == 16 and model.bn.num_features == 16
     # the grouped conv's own outputs feed only the head, but it is kept whole too; nothing breaks
     assert report.records == {}
@@ -80,7 +81,7 @@ def test_grouped_conv_inputs_are_kept_whole() -> None:
 def test_yaml_per_layer_channel_ratio(resnet, example, tmp_path) -> None:
     plan = tmp_path / "plan.yaml"
     plan.write_text("layers:\n  layer1.0.conv1: channel:0.5\n")
-    report = prune_torch(resnet, plan, example)
+    report = prune_torch(resnet, load_plan(plan), example)
     assert resnet.layer1[0].conv1.out_channels == 4
     assert resnet.layer2[0].conv1.out_channels == 16  # untouched layers keep their width
     assert set(report.records) == {"layer1.0.conv1.weight", "layer1.0.conv2.weight"}

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tridesign.data.digits import calibration_set, load_digits_split
 from tridesign.models import digits
 
 
 def test_split_shapes_and_stratification() -> None:
-    split = digits.load_digits_split()
+    split = load_digits_split()
     assert split.x_train.shape[1:] == (3, 32, 32) and split.x_train.dtype == np.float32
     assert len(split.x_train) + len(split.x_test) == 1797
     # every class appears in the test split in roughly its share
@@ -25,8 +26,8 @@ def test_cache_dir_follows_xdg(monkeypatch, tmp_path) -> None:
 
 
 def test_calibration_uses_training_images_only() -> None:
-    split = digits.load_digits_split()
-    calib = np.concatenate([b["input"] for b in digits.calibration_set(32, 8)])
+    split = load_digits_split()
+    calib = np.concatenate([b["input"] for b in calibration_set(32, 8)])
     train_rows = {row.tobytes() for row in split.x_train}
     assert calib.shape == (32, 3, 32, 32)
     assert all(row.tobytes() in train_rows for row in calib)
@@ -35,7 +36,7 @@ def test_calibration_uses_training_images_only() -> None:
 def test_train_steps_lowers_loss_and_keeps_masks() -> None:
     import torch
 
-    from tridesign.models.deepzero import build_resnet20
+    from tridesign.models.resnet import build_resnet20
 
     torch.manual_seed(0)
     model = build_resnet20("tiny")

@@ -9,6 +9,7 @@ from tridesign.compiler.sparsity import prune_torch
 from tridesign.compiler.sparsity.importance import as_matrix
 from tridesign.compiler.sparsity.prune_fns import is_nm, nm_mask
 from tridesign.kernels.formats import NM
+from tridesign.sparsity_plan import load_plan
 
 from .conftest import export_check
 
@@ -30,7 +31,7 @@ def test_ragged_tail_group() -> None:
 
 
 def test_nm_pruned_resnet_holds_2_4_and_packs(resnet, example) -> None:
-    report = prune_torch(resnet, "nm:2:4", example)
+    report = prune_torch(resnet, load_plan("nm:2:4"), example)
     export_check(resnet, example)
     for name, rec in report.records.items():
         mat = as_matrix(rec.values)

@@ -8,10 +8,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tridesign.annotations import read_weight_sparsity
-from tridesign.compiler.export import run_onnxruntime
+from tridesign.verification import run_onnxruntime
 from tridesign.compiler.sparsity import prune_onnx
 from tridesign.compiler.sparsity.prune_fns import is_nm
 from tridesign.errors import UsageError
+from tridesign.sparsity_plan import load_plan
 
 RNG = np.random.default_rng(0)
 W_CONV = RNG.standard_normal((8, 3, 3, 3)).astype(np.float32)
@@ -44,7 +45,7 @@ def numpy_forward(x: np.ndarray, wc: np.ndarray, wm: np.ndarray, wg: np.ndarray)
 @pytest.mark.parametrize("spec", ["unstructured:0.7", "nm:2:4", "block:0.5:4x4", "channel:0.5", "pattern:4:0.9"])
 def test_prune_onnx_numbers_and_annotations(spec: str) -> None:
     model = user_model()
-    report = prune_onnx(model, spec)
+    report = prune_onnx(model, load_plan(spec))
     onnx.checker.check_model(model)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     records = read_weight_sparsity(model)
@@ -67,14 +68,14 @@ def test_prune_onnx_numbers_and_annotations(spec: str) -> None:
 
 def test_zograsp_on_onnx_is_refused() -> None:
     with pytest.raises(UsageError, match="zograsp"):
-        prune_onnx(user_model(), "zograsp:0.9")
+        prune_onnx(user_model(), load_plan("zograsp:0.9"))
 
 
 def test_yaml_rules_use_initializer_names(tmp_path) -> None:
     plan = tmp_path / "plan.yaml"
     plan.write_text("default: none\nlayers:\n  wm: unstructured:0.9:layer\n")
     model = user_model()
-    report = prune_onnx(model, plan)
+    report = prune_onnx(model, load_plan(plan))
     assert set(report.records) == {"wm"}
     assert set(read_weight_sparsity(model)) == {"wm"}
 
@@ -83,6 +84,6 @@ def test_annotate_refuses_a_record_it_cannot_place(resnet, example) -> None:
     from tridesign.compiler.sparsity import annotate_exported, prune_torch
     from tridesign.errors import TridesignError
 
-    report = prune_torch(resnet, "unstructured:0.5", example)
+    report = prune_torch(resnet, load_plan("unstructured:0.5"), example)
     with pytest.raises(TridesignError, match="no matching initializer"):
         annotate_exported(user_model(), report)

@@ -6,6 +6,7 @@ import numpy as np
 
 from tridesign.compiler.sparsity import prune_torch
 from tridesign.compiler.sparsity.pattern import PATTERNS, pattern_mask
+from tridesign.sparsity_plan import load_plan
 
 from .conftest import export_check
 
@@ -32,7 +33,7 @@ def test_rule_per_kernel() -> None:
 
 
 def test_real_sparsity_is_reported_below_nominal(resnet, example) -> None:
-    report = prune_torch(resnet, "pattern:4:0.9", example)
+    report = prune_torch(resnet, load_plan("pattern:4:0.9"), example)
     assert report.nominal_sparsity == 0.9
     assert 0.5 < report.real_sparsity < 0.9
     export_check(resnet, example)

@@ -10,6 +10,7 @@ from onnx import numpy_helper
 from tridesign.compiler.export import torch_to_onnx
 from tridesign.compiler.quantize import quantize_int8, saturates_int8
 from tridesign.errors import UsageError
+from tridesign.sparsity_plan import load_plan
 
 
 def test_int8_qdq_per_channel(resnet, tmp_path) -> None:
@@ -74,7 +75,7 @@ def test_int8_keeps_sparsity_annotations(resnet, example, tmp_path) -> None:
     from tridesign.compiler.sparsity import annotate_exported, prune_torch
     from tridesign.compiler.sparsity.inspect import layer_rows
 
-    report = prune_torch(resnet, "nm:2:4", example)
+    report = prune_torch(resnet, load_plan("nm:2:4"), example)
     model = torch_to_onnx(resnet, example, ("logits",))
     annotate_exported(model, report)
     onnx.save(model, tmp_path / "fp32.onnx")

@@ -9,6 +9,7 @@ import pytest
 from tridesign.annotations import read_weight_sparsity
 from tridesign.compiler.sparsity import annotate_exported, prune_torch
 from tridesign.compiler.sparsity.prune_fns import global_masks, layer_mask
+from tridesign.sparsity_plan import load_plan
 
 from .conftest import export_check
 
@@ -31,7 +32,7 @@ def test_layer_mask_ties_do_not_keep_extra() -> None:
 
 @pytest.mark.parametrize("spec", ["unstructured:0.8", "unstructured:0.7:layer"])
 def test_torch_pruning_reaches_target_and_export_matches(resnet, example, spec: str) -> None:
-    report = prune_torch(resnet, spec, example)
+    report = prune_torch(resnet, load_plan(spec), example)
     assert len(report.records) == 22  # 19 3x3 convs, 2 shortcut 1x1 convs and the fc
     target = float(spec.split(":")[1])
     assert report.real_sparsity == pytest.approx(target, abs=1e-3)

@@ -7,6 +7,7 @@ import pytest
 
 from tridesign.compiler.sparsity import prune_torch
 from tridesign.compiler.sparsity.zograsp import zo_hessian_gradient
+from tridesign.sparsity_plan import load_plan
 
 
 def test_zo_hessian_gradient_on_a_quadratic() -> None:
@@ -23,7 +24,7 @@ def test_zo_hessian_gradient_on_a_quadratic() -> None:
 
 
 def test_zograsp_prunes_to_target_with_layer_ratios(resnet, example) -> None:
-    report = prune_torch(resnet, "zograsp:0.9", example)
+    report = prune_torch(resnet, load_plan("zograsp:0.9"), example)
     assert report.real_sparsity == pytest.approx(0.9, abs=2e-3)
     ratios = [r.extra["zograsp_layer_sparsity"] for r in report.records.values()]
     assert len(set(np.round(ratios, 4))) > 3  # layer-wise, not uniform

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -55,6 +56,37 @@ def conv_model():
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def conv_head_model() -> onnx.ModelProto:
+    """Conv+ReLU and a max-pool (hand-written kernels), a 95 %-block-sparse Gemm (a sparse kernel),
+    then a MatMul head (MetaSchedule's: the heaviest kernel left, so the first a small budget tunes)."""
+    from tridesign.annotations import WeightSparsity, encode_mask, write_weight_sparsity
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array((rng.standard_normal((8, 8, 3, 3)) * 0.1).astype(np.float32), "conv/w")
+    keep = np.repeat(np.repeat(rng.random((16, 128)) >= 0.95, 4, 0), 4, 1)
+    sparse = (rng.standard_normal((64, 512)) * 0.05 * keep).astype(np.float32)
+    head = numpy_helper.from_array((rng.standard_normal((64, 4)) * 0.1).astype(np.float32), "head/w")
+    nodes = [
+        helper.make_node("Conv", ["x", "conv/w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc/w"], ["h"], transB=1),
+        helper.make_node("Relu", ["h"], ["hr"]),
+        helper.make_node("MatMul", ["hr", "head/w"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "conv_head",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [w, numpy_helper.from_array(sparse, "fc/w"), head],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    record = WeightSparsity(method="test", pattern="block:4x4", density=float(keep.mean()), shape=sparse.shape, mask=encode_mask(keep))
+    write_weight_sparsity(model, {"fc/w": record})
+    return model
+
+
 @pytest.fixture
 def odd_model():
     return odd_names_model()
@@ -63,6 +95,11 @@ def odd_model():
 @pytest.fixture
 def small_conv_model():
     return conv_model()
+
+
+@pytest.fixture
+def conv_head():
+    return conv_head_model()
 
 
 @pytest.fixture(scope="session")

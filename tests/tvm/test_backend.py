@@ -36,7 +36,7 @@ def test_resnet20_matches_onnx_runtime(tvm_backend, tvm_resnet20, resnet20_onnx)
     assert result.tuning["dense_convs"] == 21 and result.tuning["dense_conv_tiles_defaulted"] == 21
     assert result.tuning["winograd_convs"] == 0  # 16–64 channels on 32…8 maps: the direct kernel pays more
     assert result.tuning["kernels"] == 2 and result.tuning["kernels_tuned"] == 0
-    session = tvm_backend.load(out, {})
+    session = tvm_backend.load(out)
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     got = session.run({session.input_names[0]: x})
     want = ort_run(resnet20_onnx, {session.input_names[0]: x})
@@ -49,7 +49,7 @@ def test_runs_do_not_share_inputs_or_outputs(tvm_backend, tvm_resnet20, resnet20
     """CPU inputs go through one staging buffer per input and outputs are read through DLPack:
     a later run must not change an earlier result, and a float64 input is cast like before."""
     out, _ = tvm_resnet20
-    session = tvm_backend.load(out, {})
+    session = tvm_backend.load(out)
     name = session.input_names[0]
     rng = np.random.default_rng(1)
     a, b = (rng.standard_normal((1, 3, 32, 32)) for _ in range(2))
@@ -70,7 +70,7 @@ def test_module_loads_in_a_fresh_process(tvm_resnet20):
         import json, numpy as np
         from pathlib import Path
         from tridesign.compiler.backends.tvm import TvmBackend
-        s = TvmBackend().load(Path({str(out)!r}), {{}})
+        s = TvmBackend().load(Path({str(out)!r}))
         x = np.ones((1, 3, 32, 32), np.float32)
         print(json.dumps({{k: v.tolist() for k, v in s.run({{s.input_names[0]: x}}).items()}}))
         """
@@ -88,7 +88,7 @@ def test_names_with_slash_and_colon_and_tuple_outputs(tvm_backend, tmp_path, emp
     out.mkdir()
     result = tvm_backend.compile(path, out, CompileOptions(backend="tvm", batch=2, tuning_db=empty_db))
     assert any("batch axis fixed to 2" in n for n in result.notes)
-    session = tvm_backend.load(out, {})
+    session = tvm_backend.load(out)
     assert session.input_names == ["in/x:0"] and session.output_names == ["out/relu:0", "out/sig:1"]
     x = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
     got = session.run({"in/x:0": x})
@@ -112,7 +112,7 @@ def test_unsupported_operator_names_op_and_node(tvm_backend, tmp_path, empty_db)
 
 
 def test_missing_input_is_a_one_line_error(tvm_backend, tvm_resnet20):
-    session = tvm_backend.load(tvm_resnet20[0], {})
+    session = tvm_backend.load(tvm_resnet20[0])
     with pytest.raises(TridesignError, match="missing inputs"):
         session.run({})
 
@@ -120,7 +120,7 @@ def test_missing_input_is_a_one_line_error(tvm_backend, tvm_resnet20):
 def test_profile_layers_times_every_conv_call_site(tvm_backend, tvm_resnet20):
     out, result = tvm_resnet20
     x = np.zeros((1, 3, 32, 32), np.float32)
-    layers = tvm_backend.profile_layers(out, {}, {"input": x}, repeat=3)
+    layers = tvm_backend.profile_layers(out, {"input": x}, repeat=3)
     # ResNet-20 has 19 3x3 convolutions (+2 strided 1x1 shortcuts), each with its residual add/relu.
     convs = [layer for layer in layers if layer.op_type.startswith("conv2d")]
     assert len(convs) >= 19

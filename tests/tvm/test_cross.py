@@ -73,7 +73,7 @@ def test_aarch64_artifact_matches_host_under_qemu(arm_root, tvm_backend, tvm_res
         arm = np.load(work / "output.npy")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    host = tvm_backend.load(tvm_resnet20[0], {}).run({"input": x})["logits"]
+    host = tvm_backend.load(tvm_resnet20[0]).run({"input": x})["logits"]
     want = ort.InferenceSession(str(resnet20_onnx), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     # Different ISA (NEON vs AVX-512 FMA, other vector widths): fp32 summation order differs.
     np.testing.assert_allclose(arm, host, atol=1e-4, rtol=1e-4)

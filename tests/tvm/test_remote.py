@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tridesign.compiler.remote import profile_remote
-from tridesign.compiler.tuning import RemoteRunner, tune_model
+from tridesign.compiler.tvm.tuning import RemoteRunner, tune_model
 from tridesign.errors import TridesignError
 
 

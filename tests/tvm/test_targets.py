@@ -64,7 +64,7 @@ def test_raspberry_pi_artifact_is_an_aarch64_shared_library(tvm_backend, tmp_pat
     assert result.files[0] == "module.so" and elf_machine(out / "module.so") == ELF_MACHINE_AARCH64
     assert result.target["tvm"]["mcpu"] == "cortex-a76"
     with pytest.raises(TridesignError, match="cannot run on this machine"):
-        tvm_backend.load(out, {})
+        tvm_backend.load(out)
 
 
 def test_without_cross_compiler_the_object_form_is_written(tvm_backend, tmp_path, empty_db, odd_model, monkeypatch):

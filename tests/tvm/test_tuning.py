@@ -7,47 +7,15 @@ import json
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
 
-from tridesign.compiler import tuning
+from tridesign.compiler.tvm import tuning
 from tridesign.compiler.options import CompileOptions
 from tridesign.targets import get_target
 from tridesign.kernels.conv_tiles import BOOK_FILE
 
 
-def conv_head_model() -> onnx.ModelProto:
-    """Conv+ReLU and a max-pool (hand-written kernels), a 95 %-block-sparse Gemm (a sparse kernel),
-    then a MatMul head (MetaSchedule's: the heaviest kernel left, so the first a small budget tunes)."""
-    from tridesign.annotations import WeightSparsity, encode_mask, write_weight_sparsity
-
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array((rng.standard_normal((8, 8, 3, 3)) * 0.1).astype(np.float32), "conv/w")
-    keep = np.repeat(np.repeat(rng.random((16, 128)) >= 0.95, 4, 0), 4, 1)
-    sparse = (rng.standard_normal((64, 512)) * 0.05 * keep).astype(np.float32)
-    head = numpy_helper.from_array((rng.standard_normal((64, 4)) * 0.1).astype(np.float32), "head/w")
-    nodes = [
-        helper.make_node("Conv", ["x", "conv/w"], ["c"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
-        helper.make_node("Flatten", ["p"], ["f"]),
-        helper.make_node("Gemm", ["f", "fc/w"], ["h"], transB=1),
-        helper.make_node("Relu", ["h"], ["hr"]),
-        helper.make_node("MatMul", ["hr", "head/w"], ["y"]),
-    ]
-    graph = helper.make_graph(
-        nodes, "conv_head",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
-        [w, numpy_helper.from_array(sparse, "fc/w"), head],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    record = WeightSparsity(method="test", pattern="block:4x4", density=float(keep.mean()), shape=sparse.shape, mask=encode_mask(keep))
-    write_weight_sparsity(model, {"fc/w": record})
-    return model
-
-
-def test_tune_then_compile_reuses_the_database(tvm_backend, tmp_path):
-    model = conv_head_model()
+def test_tune_then_compile_reuses_the_database(tvm_backend, tmp_path, conv_head):
+    model = conv_head
     db = tmp_path / "db"
     report = tuning.tune_model(model, "host", 8, db_dir=db, quiet=True)
     assert report["records_added"] >= 1 and report["kernels_tuned"] >= 1
@@ -75,7 +43,7 @@ def test_tune_then_compile_reuses_the_database(tvm_backend, tmp_path):
     assert result.tuning["kernels_with_repacked_weights"] >= 1
     assert "tuning/database_tuning_record.json" in result.files and (out / "tuning" / "database_tuning_record.json").is_file()
     x = np.random.default_rng(0).standard_normal((1, 8, 16, 16)).astype(np.float32)
-    got = tvm_backend.load(out, {}).run({"x": x})["y"]
+    got = tvm_backend.load(out).run({"x": x})["y"]
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
 

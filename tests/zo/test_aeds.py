@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import numpy_helper
 
-from tridesign.deploy.zo.aeds import BlackBox, per_sample_gradient
+from tridesign.workflows.zo_aeds import BlackBox, per_sample_gradient
 
 
 def _input_gradients(model, x, labels):

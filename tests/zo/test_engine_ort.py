@@ -103,7 +103,7 @@ def test_a_trainable_conv_bias_moves_the_convolution_into_the_prefix():
 
 
 def test_process_pool_spreads_perturbed_copies_over_workers(mlp, data):
-    from tridesign.deploy.zo.parallel import ProcessPoolLoss
+    from tridesign.deploy.zo.process_pool import ProcessPoolLoss
 
     x, y = data
     engine = OrtEngine(mlp, "fc2.*")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tridesign.deploy.zo.estimators import CGEConfig, RGEConfig, cge, coordinate_subset, direction, rge
+from tridesign.zo.estimators import CGEConfig, RGEConfig, cge, coordinate_subset, direction, rge
 from tridesign.errors import UsageError
 
 D = 8

@@ -63,7 +63,8 @@ def test_device_side_finetune_never_imports_torch(mlp, tmp_path):
 import sys, numpy as np, onnx
 from tridesign.deploy.zo.engine_ort import OrtEngine
 from tridesign.deploy.zo.finetune import FinetuneConfig, finetune
-from tridesign.deploy.zo import aeds, estimators, feature_reuse, layerwise, optimizers, parallel, params, prompts
+from tridesign.deploy.zo import batched, feature_reuse, layerwise, optimizers, params, process_pool, prompts
+from tridesign.zo import estimators
 engine = OrtEngine(onnx.load({str(path)!r}), "fc2.*")
 x = np.random.default_rng(0).standard_normal((32, 16)).astype(np.float32)
 r = finetune(engine, {{"input": x}}, np.arange(32) % 4, FinetuneConfig(selector="fc2.*", queries=4, steps=2, batch=16))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tridesign.deploy.zo.engine_ort import OrtEngine
-from tridesign.deploy.zo.estimators import CGEConfig, cge
+from tridesign.zo.estimators import CGEConfig, cge
 from tridesign.deploy.zo.layerwise import LayerwiseCGE
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tridesign.deploy.zo.estimators import RGEConfig, rge
+from tridesign.zo.estimators import RGEConfig, rge
 from tridesign.deploy.zo.optimizers import ZOAdam, ZOSGD, make_optimizer
 from tridesign.errors import UsageError
 

@@ -86,27 +86,29 @@ def compile_cmd(
     """Compile a model into a verified artifact directory with a manifest (optionally pruned and quantized)."""
     from tridesign.compiler.options import CompileOptions
     from tridesign.compiler.pipeline import compile_artifact
+    from tridesign.sparsity_plan import load_plan
 
     options = CompileOptions(
-        backend=backend, target=target, tune_trials=tune, tuning_db=tuning_db, prune=prune,
+        backend=backend, target=target, tune_trials=tune, tuning_db=tuning_db, prune=load_plan(prune) if prune else None,
         finetune_steps=finetune_steps, quantize=quantize, config=config, batch=batch,
     )
     manifest = compile_artifact(source, options, out)
     if json_out:
-        emit_json(manifest)
+        emit_json(manifest.to_dict())
         return
-    v = manifest["verification"]
+    v = manifest.verification
+    sparsity = getattr(manifest.source, "sparsity", None)
     table(f"compiled {source} -> {out}", ["field", "value"], [
-        ["backend", manifest["backend"]],
-        ["target", manifest["target"]["name"]],
-        ["tuned", manifest["tuned"]],
-        ["compile seconds", manifest["compile_seconds"]],
-        ["max abs error vs ORT", v.get("max_abs_err", "not run here")],
-        ["verified", v["passed"]],
-        *([["real sparsity", manifest["source"]["sparsity"]["real_sparsity"]]] if "sparsity" in manifest["source"] else []),
-        *([["int8 speedup vs fp32 (ORT)", manifest["quantization"]["speedup"]]] if "quantization" in manifest else []),
+        ["backend", manifest.backend],
+        ["target", manifest.target.name],
+        ["tuned", manifest.tuned],
+        ["compile seconds", manifest.compile_seconds],
+        ["max abs error vs ORT", "not run here" if v.max_abs_err is None else v.max_abs_err],
+        ["verified", v.passed],
+        *([["real sparsity", sparsity["real_sparsity"]]] if sparsity else []),
+        *([["int8 speedup vs fp32 (ORT)", manifest.quantization["speedup"]]] if manifest.quantization else []),
     ])
-    for note in manifest["notes"]:
+    for note in manifest.notes:
         stdout.print(f"[yellow]note:[/] {note}")
 
 
@@ -175,7 +177,7 @@ def run_cmd(
 ) -> None:
     """Run a compiled artifact on your inputs and write its outputs."""
     from tridesign.atomic import atomic_file
-    from tridesign.compiler.profile import run_artifact
+    from tridesign.compiler.run import run_artifact
 
     if not input.is_file():
         raise TridesignError(f"{input}: no such file")
@@ -195,7 +197,7 @@ def demo_cmd(
     json_out: JsonFlag = False,
 ) -> None:
     """The built-in default job: export -> compile (ORT, TVM) -> profile -> simulate, with a JSON + HTML report."""
-    from tridesign.demo import run_demo
+    from tridesign.workflows.demo import run_demo
 
     summary = run_demo(out)
     if json_out:

@@ -36,7 +36,7 @@ def finetune_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from tridesign.deploy.zo.finetune import FinetuneConfig
-    from tridesign.deploy.zo.run import finetune_artifact
+    from tridesign.workflows.finetune import finetune_artifact
     from tridesign.progress import stderr
 
     config = FinetuneConfig(

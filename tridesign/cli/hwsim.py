@@ -10,32 +10,25 @@ import typer
 
 from tridesign.cli.output import emit_json, table
 from tridesign.errors import UsageError
+from tridesign.progress import stderr
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 ArchOpt = Annotated[str, typer.Option("--arch", help="Preset name (tridesign-alveo, zynq-ultrascale, eyeriss-like, tpu-like) or a YAML file.")]
 
 
 def load_source(source: str, config: str = "tiny"):
-    """An .onnx file, an artifact directory with model.onnx, or a registered model (exported to a temp dir)."""
+    """The workload of SOURCE (tridesign.artifact.open_source); a registered model is exported to a temp dir."""
+    from tridesign.artifact import MODEL_FILE, open_source
     from tridesign.hwsim.workload import load_workload
 
-    path = Path(source)
-    if path.is_dir():
-        if not (path / "model.onnx").exists():
-            raise UsageError(f"{source}: directory has no model.onnx (not an artifact)")
-        return load_workload(path / "model.onnx", name=path.name)
-    if path.suffix == ".onnx":
-        if not path.exists():
-            raise UsageError(f"{source}: no such file")
-        return load_workload(path)
+    opened = open_source(source)
+    if opened.onnx_path is not None:
+        return load_workload(opened.onnx_path, name=opened.label if opened.kind == "artifact" else None)
     from tridesign.compiler.export import export_model
-    from tridesign.models import list_models
     from tridesign.progress import step
 
-    if source not in {m.name for m in list_models()}:
-        raise UsageError(f"{source!r} is neither an .onnx file, an artifact directory nor a registered model")
     with tempfile.TemporaryDirectory() as tmp, step(f"exporting {source}:{config}"):
-        onnx_path = Path(tmp) / "model.onnx"
+        onnx_path = Path(tmp) / MODEL_FILE
         export_model(source, config, onnx_path)
         return load_workload(onnx_path, name=f"{source}:{config}")
 
@@ -44,7 +37,7 @@ def simulate_cmd(
     source: Annotated[str, typer.Argument(help="An .onnx file, an artifact directory, or a registered model name.")],
     arch: ArchOpt = "tridesign-alveo",
     dataflow: Annotated[Optional[str], typer.Option(help="ws, os or is (default: the arch's).")] = None,
-    mode: Annotated[str, typer.Option(help="true (exact counts) or scalesim (SCALE-Sim v2 compute cycles).")] = "true",
+    mode: Annotated[str, typer.Option(help="exact (the PE array's counts) or scalesim (SCALE-Sim v2 compute cycles).")] = "exact",
     config: Annotated[str, typer.Option(help="Model config when SOURCE is a registered model.")] = "tiny",
     csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write per-layer rows to this CSV file.")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write an HTML report with plots.")] = None,
@@ -59,8 +52,11 @@ def simulate_cmd(
 
     if dataflow not in (None, "ws", "os", "is"):
         raise UsageError(f"--dataflow must be ws, os or is, not {dataflow!r}")
-    if mode not in ("true", "scalesim"):
-        raise UsageError(f"--mode must be true or scalesim, not {mode!r}")
+    if mode == "true":
+        stderr.print("[yellow]note:[/] --mode true is now called --mode exact")
+        mode = "exact"
+    if mode not in ("exact", "scalesim"):
+        raise UsageError(f"--mode must be exact or scalesim, not {mode!r}")
     system = load_spec(arch)
     workload = load_source(source, config)
     result = simulate(workload, system, dataflow, mode)
@@ -100,7 +96,7 @@ def sweep_cmd(
     arch: ArchOpt = "tridesign-alveo",
     param: Annotated[list[str], typer.Option("--param", help="NAME=V1,V2,... over a device field, e.g. array_rows=16,32.")] = [],  # noqa: B006
     dataflow: Annotated[list[str], typer.Option("--dataflow", help="Dataflows to try (repeatable).")] = [],  # noqa: B006
-    weights: Annotated[list[str], typer.Option("--weights", help="Weight sparsity what-ifs: dense, unstructured:0.9, nm:2:4, block:4x4:0.8, pattern3x3:0.9.")] = [],  # noqa: B006
+    weights: Annotated[list[str], typer.Option("--weights", help="Weight sparsity what-ifs, in the --prune grammar: dense, unstructured:0.9, nm:2:4, block:0.8:4x4, pattern:4:0.9.")] = [],  # noqa: B006
     tiles: Annotated[str, typer.Option(help="Active-tile fractions, comma separated.")] = "1",
     frames: Annotated[str, typer.Option(help="Frame-keep fractions, comma separated.")] = "1",
     executor: Annotated[str, typer.Option(help="local (process pool), serial or ray.")] = "local",
@@ -113,7 +109,7 @@ def sweep_cmd(
     """Sweep arch parameters x dataflow x sparsity; report the latency/energy/area Pareto front."""
     from rich.progress import Progress
 
-    from tridesign.hwsim.sparsity import SparsitySetting
+    from tridesign.hwsim.sparsity import SparsitySetting, parse_what_if
     from tridesign.hwsim.spec import load_spec
     from tridesign.hwsim.sweep import grid, pareto_front, run_sweep, write_sweep
     from tridesign.progress import stderr
@@ -127,7 +123,8 @@ def sweep_cmd(
     for flow in dataflow:
         if flow not in ("ws", "os", "is"):
             raise UsageError(f"--dataflow must be ws, os or is, not {flow!r}")
-    settings = [SparsitySetting(w, _number(t), _number(f)) for w in (weights or ["dense"])
+    what_ifs = [parse_what_if(w) for w in (weights or ["dense"])]
+    settings = [SparsitySetting(w, _number(t), _number(f)) for w in what_ifs
                 for t in tiles.split(",") for f in frames.split(",")]
     system = load_spec(arch)
     workload = load_source(source, config)

@@ -39,7 +39,7 @@ def tune_cmd(
     """
     from tridesign.compiler.options import CompileOptions
     from tridesign.compiler.pipeline import resolve_source
-    from tridesign.compiler.tuning import RemoteRunner, tune_model
+    from tridesign.compiler.tvm.tuning import RemoteRunner, tune_model
 
     if trials < 1:
         raise UsageError("--trials must be at least 1")

@@ -21,6 +21,7 @@ from tridesign.atomic import write_bytes_atomic
 from tridesign.compiler.onnx_io import TARGET_OPSET
 from tridesign.errors import TridesignError
 from tridesign.models.registry import ModelSpec, get_model
+from tridesign.verification import compare_outputs, run_onnxruntime
 
 if TYPE_CHECKING:
     import torch
@@ -39,34 +40,6 @@ class ExportReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def compare_outputs(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> tuple[float, float]:
-    """Worst max-abs error and max-abs error relative to the reference's magnitude, over outputs."""
-    worst_abs = worst_rel = 0.0
-    for name, ref in reference.items():
-        got = np.asarray(candidate[name], dtype=np.float64)
-        ref = np.asarray(ref, dtype=np.float64)
-        if got.shape != ref.shape:
-            raise TridesignError(f"output {name!r}: shape {got.shape} differs from reference {ref.shape}")
-        diff = float(np.max(np.abs(got - ref))) if ref.size else 0.0
-        scale = float(np.max(np.abs(ref))) if ref.size else 0.0
-        worst_abs = max(worst_abs, diff)
-        worst_rel = max(worst_rel, diff / scale if scale > 0 else diff)
-    return worst_abs, worst_rel
-
-
-def run_onnxruntime(model: onnx.ModelProto | bytes | str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Reference execution: ONNX Runtime on the CPU with graph optimizations disabled."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
-    payload = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    session = ort.InferenceSession(payload, opts, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, inputs)))
 
 
 def torch_to_onnx(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tridesign.sparsity_plan import SparsityPlan
+
 
 @dataclass(frozen=True)
 class CompileOptions:
@@ -12,7 +14,7 @@ class CompileOptions:
     target: str = "host"  # a name in the target registry (tridesign.targets)
     tune_trials: int = 0  # MetaSchedule trials for TVM; 0 = untuned (and the manifest says so)
     tuning_db: Path | None = None  # a persistent MetaSchedule database to reuse and extend
-    prune: str | None = None  # SPEC such as "unstructured:0.8" or a YAML file path (sparsity passes)
+    prune: SparsityPlan | None = None  # parsed once from --prune (a SPEC or a YAML path); prints as given
     quantize: str | None = None  # "int8" (static QDQ, per-channel weights)
     finetune_steps: int = 0  # first-order recovery steps after pruning (registered models only)
     config: str = "tiny"  # model config when the source is a registered model

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
+from tridesign.artifact import FP32_FILE
 from tridesign.compiler.options import CompileOptions
 from tridesign.errors import UsageError
 from tridesign.progress import step
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from tridesign.compiler.sparsity import PruneReport
 
 QUANT_MODES = ("int8",)
-FP32_FILE = "model.fp32.onnx"
 CALIBRATION_BATCHES = 8
 
 
@@ -35,19 +35,15 @@ def check_options(options: CompileOptions, registered: bool) -> None:
         raise UsageError(f"unknown --quantize {options.quantize!r}; choose one of: {', '.join(QUANT_MODES)}")
     if options.finetune_steps and not registered:
         raise UsageError("--finetune-steps needs a registered model (torch weights and task data), not an ONNX file")
-    if options.finetune_steps and not options.prune:
+    if options.finetune_steps and options.prune is None:
         raise UsageError("--finetune-steps recovers accuracy after pruning; give --prune too")
-    if options.prune:
-        from tridesign.compiler.sparsity import load_plan
-
-        load_plan(options.prune)  # parse errors surface now, as usage errors
 
 
 def prune_registered(
     module: "torch.nn.Module", model_name: str, options: CompileOptions, inputs: dict[str, np.ndarray]
 ) -> tuple["PruneReport | None", dict[str, Any]]:
     """Prune (and recover) a torch model in place; returns the report and what goes in the manifest."""
-    if not options.prune:
+    if options.prune is None:
         return None, {}
     from tridesign.compiler.sparsity import prune_torch, recover_torch
 
@@ -73,7 +69,7 @@ def annotate(model: onnx.ModelProto, report: "PruneReport | None") -> None:
 
 
 def prune_user_onnx(model: onnx.ModelProto, options: CompileOptions) -> dict[str, Any]:
-    if not options.prune:
+    if options.prune is None:
         return {}
     from tridesign.compiler.sparsity import prune_onnx
 

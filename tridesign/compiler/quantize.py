@@ -71,7 +71,7 @@ def median_latency_ms(sess, inputs: dict[str, np.ndarray], runs: int = LATENCY_R
     """Median wall time of one run of a raw ORT session after warm-up (ms), timed like `profile`."""
     from types import SimpleNamespace
 
-    from tridesign.compiler.profile import time_session
+    from tridesign.compiler.timing import time_session
 
     runner = SimpleNamespace(run=lambda feed: sess.run(None, feed))
     return float(np.median(time_session(runner, inputs, runs, LATENCY_WARMUP)))

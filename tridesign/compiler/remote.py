@@ -16,11 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from tridesign.artifact import INPUTS_FILE, REFERENCE_FILE, TVM_IO_FILE, load_npz
 from tridesign.errors import TridesignError, UsageError
-
-IO_FILE = "tvm_io.json"
-INPUTS_FILE = "inputs.npz"  # written by tridesign.compiler.pipeline
-REFERENCE_FILE = "reference_outputs.npz"
+from tridesign.targets import get_target
 
 
 def require_board(tracker: tuple[str, int], key: str, wait_s: float = 10.0) -> None:
@@ -72,8 +70,7 @@ def artifact_inputs(artifact_dir: Path, io: dict[str, Any]) -> dict[str, np.ndar
     """The artifact's own verification inputs, or seeded random inputs of the recorded shapes."""
     path = artifact_dir / INPUTS_FILE
     if path.exists():
-        with np.load(path) as data:
-            return {name: data[name] for name in data.files}
+        return load_npz(path)
     rng = np.random.default_rng(0)
     return {i["name"]: rng.standard_normal(i["shape"]).astype(i["dtype"]) for i in io["inputs"]}
 
@@ -101,9 +98,9 @@ def profile_remote(
     if tracker is None and (host is None or port is None):
         raise UsageError("give --remote HOST:PORT, or --tracker HOST:PORT with --key")
     artifact_dir = Path(artifact_dir)
-    io_path = artifact_dir / IO_FILE
+    io_path = artifact_dir / TVM_IO_FILE
     if not io_path.exists():
-        raise TridesignError(f"{artifact_dir} is not a TVM artifact (no {IO_FILE}); compile with --backend tvm")
+        raise TridesignError(f"{artifact_dir} is not a TVM artifact (no {TVM_IO_FILE}); compile with --backend tvm")
     io = json.loads(io_path.read_text())
     module = artifact_dir / io["module"]
     if module.suffix != ".so":
@@ -111,8 +108,6 @@ def profile_remote(
     session = connect(host or "", port or 0, tracker, key, timeout_s)
     session.upload(str(module), target=module.name)
     library = session.load_module(module.name)
-    from tridesign.targets import get_target
-
     spec = get_target(io["target"]) if io["target"] != "host" else None
     device = session.cuda(0) if spec is not None and spec.device is not None else session.cpu(0)
     vm = relax.VirtualMachine(library, device)
@@ -152,6 +147,6 @@ def _max_error(artifact_dir: Path, names: list[str], outputs: list[np.ndarray]) 
     path = artifact_dir / REFERENCE_FILE
     if not path.exists():
         return None
-    with np.load(path) as reference:
-        errors = [float(np.max(np.abs(reference[n] - o))) for n, o in zip(names, outputs) if n in reference.files]
+    reference = load_npz(path)
+    errors = [float(np.max(np.abs(reference[n] - o))) for n, o in zip(names, outputs) if n in reference]
     return max(errors, default=None)

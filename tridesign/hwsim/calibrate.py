@@ -29,15 +29,13 @@ class Calibration:
     iterations: int
 
 
-def calibrate(system: SystemSpec, workload: Workload | None = None, tol: float = 1e-4, max_iter: int = 50) -> Calibration:
-    """Solve the spec's calibration parameter (the clock of every device) for its target time."""
+def calibrate(system: SystemSpec, workload: Workload, tol: float = 1e-4, max_iter: int = 50) -> Calibration:
+    """Solve the spec's calibration parameter (the clock of every device) for its target time on
+    `workload` (the network the spec's `calibration.workload` names:
+    tridesign.compiler.reference_nets.calibration_workload builds it)."""
     cal = system.calibration
     if cal is None:
         raise UsageError(f"arch {system.name!r} declares no calibration")
-    if workload is None:
-        from tridesign.hwsim.netbuild import calibration_workload
-
-        workload = calibration_workload(cal.workload)
     clock = next(iter(system.devices.values())).clock_mhz
     achieved = 0.0
     for iteration in range(1, max_iter + 1):

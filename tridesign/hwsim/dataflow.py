@@ -13,7 +13,7 @@ The work is cut into ceil(Sr/R)·ceil(Sc/C) folds run one after another. Two cou
   its demand matrices for WS and IS (R cycles of weight preload, then the skewed stream) and
   `T + R + C - 2` for OS; the reported figure is the index of the last cycle (rows - 1), over a
   pre-padded input, once per conv group (SCALE-Sim runs depthwise channels as separate layers).
-* ``true`` (default): the count of the PE array in `pe_array.py`, which moves operands one hop
+* ``exact`` (default): the count of the PE array in `pe_array.py`, which moves operands one hop
   per cycle. A fold with r used rows and c used columns takes r cycles to load the stationary
   operand (OS: R cycles to drain the outputs instead), then T + R + c - 2 cycles until its last
   result leaves the bottom of the physical array. Summed over folds this is
@@ -33,7 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MODES = ("true", "scalesim")
+# "exact": the cycles the PE array of pe_array.py takes, checked step by step; "scalesim": SCALE-Sim's
+# own count, a separate mode so the tool can be cross-checked (see the module docstring).
+MODES = ("exact", "scalesim")
 
 
 @dataclass(frozen=True)
@@ -53,21 +55,21 @@ def _mapping(M: int, K: int, N: int, dataflow: str) -> tuple[int, int, int]:
     raise ValueError(f"unknown dataflow {dataflow!r}")
 
 
-def dense_cycles(M: int, K: int, N: int, R: int, C: int, dataflow: str, mode: str = "true") -> int:
+def dense_cycles(M: int, K: int, N: int, R: int, C: int, dataflow: str, mode: str = "exact") -> int:
     """Cycles of one dense (M x K)·(K x N) GEMM."""
     Sr, Sc, T = _mapping(M, K, N, dataflow)
     Fr, Fc = math.ceil(Sr / R), math.ceil(Sc / C)
     if mode == "scalesim":
         per_fold = T + R + C - 2 if dataflow == "os" else T + 2 * R + C - 2
         return Fr * Fc * per_fold - 1
-    if mode == "true":
+    if mode == "exact":
         return Fc * Sr + Fr * Sc + Fr * Fc * (T + R - 2)
     raise ValueError(f"unknown mode {mode!r}")
 
 
 def gemm_cycles(
     M: int, K: int, N: int, groups: int, R: int, C: int, dataflow: str,
-    nnz_per_channel: np.ndarray | None = None, mode: str = "true",
+    nnz_per_channel: np.ndarray | None = None, mode: str = "exact",
 ) -> GemmCycles:
     """Cycles of `groups` GEMMs; `nnz_per_channel` (groups*N non-zero counts) enables zero-skipping."""
     if M == 0 or K == 0 or N == 0:

@@ -4,7 +4,7 @@ Registers are updated once per cycle: streamed operands move one PE to the right
 one PE down, and a PE multiplies whatever sits in its registers that cycle. Nothing is indexed by a
 formula: if an operand arrived one cycle late, the product would pair the wrong numbers and the
 output would be wrong. The simulator therefore returns the computed matrix and the cycle count,
-and the tests demand both `out == A @ B` and `cycles == dataflow.dense_cycles(..., "true")`.
+and the tests demand both `out == A @ B` and `cycles == dataflow.dense_cycles(..., "exact")`.
 
 It is O(cycles · R · C) in Python-level numpy steps: use it on layers of a few thousand MACs;
 the closed form in `dataflow.py` is what `simulate` uses.

@@ -95,7 +95,7 @@ def assign_stages(workload: Workload, system: SystemSpec) -> list[str]:
     return out
 
 
-def simulate(workload: Workload, system: SystemSpec, dataflow: str | None = None, mode: str = "true") -> SimResult:
+def simulate(workload: Workload, system: SystemSpec, dataflow: str | None = None, mode: str = "exact") -> SimResult:
     if mode not in df.MODES:
         raise ValueError(f"mode must be one of {df.MODES}")
     stage_of = assign_stages(workload, system)
@@ -116,7 +116,7 @@ def simulate(workload: Workload, system: SystemSpec, dataflow: str | None = None
 def _simulate_layer(layer: Layer, stage: str, device, dataflow: str, mode: str, workload: Workload) -> LayerResult:
     tiles = tile_fraction(workload, device) if layer.spatial else 1.0
     if layer.kind == "gemm":
-        M = math.ceil(layer.M * tiles) if mode == "true" else layer.scalesim_M or layer.M
+        M = math.ceil(layer.M * tiles) if mode == "exact" else layer.scalesim_M or layer.M
         useful = M * layer.groups * layer.N * layer.K * layer.weight_density
         nnz = channel_nnz(layer, device)
         # A compiler runs a layer sparse only when that is faster: at low sparsity the compressed

@@ -12,7 +12,9 @@ dimension of every spatial layer when `tile_skipping` is on; dropped frames cost
 
 `apply_sparsity` makes what-if workloads for sweeps and calibration: it draws masks of a given
 pattern and density on the layers' shapes (the same procedure as the compiler's pruning passes
-would, on random magnitudes), so no pruned model file is needed to ask "what if 2:4?".
+would, on random magnitudes), so no pruned model file is needed to ask "what if 2:4?". What-ifs are
+written in the `--prune` grammar (`tridesign.sparsity_plan`), so a what-if names exactly the
+pruning a user would then ask the compiler for.
 """
 
 from __future__ import annotations
@@ -23,14 +25,32 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+from rich.markup import escape
 
 from tridesign.annotations import DataSparsity
 from tridesign.errors import UsageError
 from tridesign.hwsim.spec import DeviceSpec
 from tridesign.hwsim.workload import Layer, Workload
+from tridesign.progress import stderr
+from tridesign.sparsity_plan import (
+    NM,
+    PATTERN_KEEP,
+    Block,
+    Channel,
+    Method,
+    NoSparsity,
+    Pattern3x3,
+    Unstructured,
+    parse_method,
+    parse_pattern,
+)
 
 PATTERN_ID_BITS = 5  # 21 predefined 4-of-9 patterns (tri-design) need 5 bits
 CSR_POINTER_BITS = 32
+# The what-if grammar before it became the --prune grammar: block:HxW:R and pattern3x3:R.
+_OLD_BLOCK = re.compile(r"block:([0-9]+x[0-9]+):([^:]*)")
+_OLD_PATTERN = re.compile(r"pattern3x3:([^:]*)")
+DRAWABLE = (NoSparsity, Unstructured, Block, NM, Pattern3x3)
 
 
 def channel_nnz(layer: Layer, device: DeviceSpec) -> np.ndarray | None:
@@ -50,16 +70,14 @@ def weight_bytes(layer: Layer, device: DeviceSpec, compressed: bool = True) -> t
         return dense, 0.0
     nnz = layer.filter_elems * layer.weight_density
     values = nnz * device.word_bytes
-    pattern = layer.weight_pattern
-    if pattern.startswith("nm:"):
-        m = int(pattern.split(":")[2])
-        bits = nnz * math.ceil(math.log2(m))
-    elif pattern.startswith("block:"):
-        bh, bw = (int(v) for v in re.findall(r"\d+", pattern)[:2])
-        bits = nnz / (bh * bw) * device.sparsity.index_bits
-    elif pattern.startswith("pattern3x3"):
-        bits = nnz / 4 * PATTERN_ID_BITS
-    elif pattern.startswith("channel"):
+    method = parse_pattern(layer.weight_pattern, layer.weight_density)
+    if isinstance(method, NM):
+        bits = nnz * math.ceil(math.log2(method.m))
+    elif isinstance(method, Block):
+        bits = nnz / (method.rows * method.cols) * device.sparsity.index_bits
+    elif isinstance(method, Pattern3x3):
+        bits = nnz / method.keep * PATTERN_ID_BITS
+    elif isinstance(method, Channel):
         bits = layer.groups * layer.N
     else:
         bits = nnz * device.sparsity.index_bits + layer.groups * layer.N * CSR_POINTER_BITS
@@ -76,33 +94,64 @@ def frame_keep(workload: Workload, device: DeviceSpec) -> float:
     return ds.frame_keep_fraction if ds is not None and device.sparsity.frame_skipping else 1.0
 
 
+def parse_what_if(text: str) -> Method:
+    """A `--weights` what-if in the `--prune` grammar, plus `dense` (= `none`).
+
+    The old spellings `block:HxW:R` and `pattern3x3:R` still read, each with one note on stderr
+    naming the new spelling, in the same form as the CLI's other notes: a DeprecationWarning is
+    hidden from CLI users, and a FutureWarning prints a second line of our source code.
+    """
+    spec = text.strip().lower()
+    if spec == "dense":
+        return NoSparsity()
+    if old := _OLD_BLOCK.fullmatch(spec):
+        spec = f"block:{old[2]}:{old[1]}"
+    elif old := _OLD_PATTERN.fullmatch(spec):
+        spec = f"pattern:{PATTERN_KEEP}:{old[1]}"
+    if old:
+        stderr.print(f"[yellow]note:[/] the what-if spelling {escape(text.strip())} is deprecated; "
+                     f"write {escape(spec)}, as for --prune", highlight=False, soft_wrap=True)
+    return parse_method(spec if old else text)
+
+
 @dataclass(frozen=True)
 class SparsitySetting:
-    """A what-if: weight pattern (`dense`, `unstructured:0.9`, `nm:2:4`, `block:4x4:0.8`,
-    `pattern3x3:0.9` -- the number is the pruned fraction) and data sparsity."""
+    """A what-if: weight pattern (e.g. from `parse_what_if`) and data sparsity.
 
-    weights: str = "dense"
+    Channel and ZO-GraSP pruning are refused here, before any work: the first reshapes the model
+    and the second needs its loss, so neither can be drawn on random magnitudes.
+    """
+
+    weights: Method = NoSparsity()
     active_tile_fraction: float = 1.0
     frame_keep_fraction: float = 1.0
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.weights, DRAWABLE):
+            raise UsageError(
+                f"what-if masks cannot be drawn for {self.weights.text}: use dense, unstructured, block, nm or pattern"
+            )
+
     @property
     def label(self) -> str:
-        return f"w={self.weights},tiles={self.active_tile_fraction:g},frames={self.frame_keep_fraction:g}"
+        return f"w={self.weights.text},tiles={self.active_tile_fraction:g},frames={self.frame_keep_fraction:g}"
 
 
 def apply_sparsity(workload: Workload, setting: SparsitySetting, seed: int = 0) -> Workload:
-    """A copy of `workload` with masks drawn for `setting` on every weight of a GEMM layer."""
+    """A copy of `workload` with masks drawn for `setting` on every weight of a GEMM layer.
+
+    Each layer is ranked on its own magnitudes, whatever an unstructured scope says: on independent
+    random magnitudes a global ranking gives each layer the same fraction in expectation.
+    """
     rng = np.random.default_rng(seed)
     layers = []
     for layer in workload.layers:
         new = copy.copy(layer)
-        if layer.kind == "gemm" and layer.weight_name is not None and setting.weights != "dense":
+        if layer.kind == "gemm" and layer.weight_name is not None and not isinstance(setting.weights, NoSparsity):
             mask = _draw_mask(setting.weights, layer, rng)
             new.weight_mask = mask
             new.weight_density = float(mask.mean())
-            new.weight_pattern = setting.weights.rsplit(":", 1)[0] if ":" in setting.weights else setting.weights
-            if setting.weights.startswith("nm:"):
-                new.weight_pattern = setting.weights
+            new.weight_pattern = setting.weights.pattern
         layers.append(new)
     ds = DataSparsity(
         active_tile_fraction=setting.active_tile_fraction, frame_keep_fraction=setting.frame_keep_fraction,
@@ -111,32 +160,24 @@ def apply_sparsity(workload: Workload, setting: SparsitySetting, seed: int = 0) 
     return Workload(workload.name, layers, ds)
 
 
-def _draw_mask(spec: str, layer: Layer, rng: np.random.Generator) -> np.ndarray:
+def _draw_mask(method: Method, layer: Layer, rng: np.random.Generator) -> np.ndarray:
     rows, K = layer.groups * layer.N, layer.K
     magnitude = np.abs(rng.standard_normal((rows, K)))
-    kind, _, rest = spec.partition(":")
-    try:
-        if kind == "nm":
-            n, m = (int(v) for v in rest.split(":"))
-            pad = (-K) % m
-            grouped = np.pad(magnitude, ((0, 0), (0, pad))).reshape(rows, -1, m)
-            keep = np.argsort(-grouped, axis=2)[:, :, :n]
-            mask = np.zeros_like(grouped, dtype=bool)
-            np.put_along_axis(mask, keep, True, axis=2)
-            return mask.reshape(rows, -1)[:, :K]
-        if kind == "unstructured":
-            return magnitude >= np.quantile(magnitude, float(rest))
-        if kind == "block":
-            shape, ratio = rest.split(":")
-            bh, bw = (int(v) for v in shape.split("x"))
-            blocks = np.abs(rng.standard_normal((math.ceil(rows / bh), math.ceil(K / bw))))
-            kept = blocks >= np.quantile(blocks, float(ratio))
-            return np.kron(kept, np.ones((bh, bw), dtype=bool))[:rows, :K].astype(bool)
-        if kind == "pattern3x3":
-            return _pattern3x3(magnitude, float(rest), layer)
-    except ValueError:
-        pass
-    raise UsageError(f"bad weight sparsity {spec!r}: use dense, unstructured:R, nm:N:M, block:HxW:R or pattern3x3:R")
+    if isinstance(method, NM):
+        pad = (-K) % method.m
+        grouped = np.pad(magnitude, ((0, 0), (0, pad))).reshape(rows, -1, method.m)
+        keep = np.argsort(-grouped, axis=2)[:, :, :method.n]
+        mask = np.zeros_like(grouped, dtype=bool)
+        np.put_along_axis(mask, keep, True, axis=2)
+        return mask.reshape(rows, -1)[:, :K]
+    if isinstance(method, Unstructured):
+        return magnitude >= np.quantile(magnitude, method.sparsity)
+    if isinstance(method, Block):
+        bh, bw = method.shape
+        blocks = np.abs(rng.standard_normal((math.ceil(rows / bh), math.ceil(K / bw))))
+        kept = blocks >= np.quantile(blocks, method.sparsity)
+        return np.kron(kept, np.ones((bh, bw), dtype=bool))[:rows, :K].astype(bool)
+    return _pattern3x3(magnitude, method.sparsity, layer)  # the last of DRAWABLE but dense
 
 
 def _pattern3x3(magnitude: np.ndarray, ratio: float, layer: Layer) -> np.ndarray:

@@ -78,7 +78,7 @@ class CalibrationSpec(_Frozen):
     """How an unpublished parameter was fitted: `parameter` solved so `workload` takes `target_ms`."""
 
     parameter: Literal["clock_mhz"]
-    workload: str  # a name in tridesign.hwsim.netbuild.CALIBRATION_WORKLOADS
+    workload: str  # a name in tridesign.compiler.reference_nets.CALIBRATION_WORKLOADS
     target_ms: float = Field(gt=0)
     metric: Literal["frame_interval_ms"] = "frame_interval_ms"
     source: str = ""

@@ -30,6 +30,7 @@ import tvm
 from onnx import numpy_helper
 from tvm import relax
 
+from tridesign import sparsity_plan
 from tridesign.annotations import WeightSparsity, read_weight_sparsity
 from tridesign.kernels.formats import BSR, NM
 from tridesign.kernels.reference import ConvGeometry
@@ -107,14 +108,6 @@ def static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
     if not all(isinstance(d, tvm.tirx.IntImm) for d in dims):
         return None
     return tuple(int(d) for d in dims)
-
-
-def _block_of(pattern: str) -> tuple[int, int]:
-    """The block of a `block:RxC` (or `block:S:RxC`) pattern; 1×1 (CSR-like) for anything else."""
-    if pattern.startswith("block:"):
-        rows, cols = pattern.rsplit(":", 1)[1].lower().split("x")
-        return int(rows), int(cols)
-    return (1, 1)
 
 
 @relax.expr_functor.mutator
@@ -209,15 +202,16 @@ class _SparseRewriter(relax.PyExprMutator):
                           f"for a narrow matmul (N={n} < {self.policy.narrow_n})")
         emit = self.builder_.emit
         xt = emit(relax.op.permute_dims(emit(relax.op.reshape(x, (n, k))), [1, 0]))
-        if rec.pattern.startswith("nm:"):
-            keep, group = (int(v) for v in rec.pattern.split(":")[1:3])
+        method = rec.method_record()
+        if isinstance(method, sparsity_plan.NM):
+            keep, group = method.n, method.m
             if keep / group > self.policy.max_density:
                 return None, f"{rec.pattern} density {keep / group:.2f} > crossover {self.policy.max_density:.2f}"
             packed = NM.pack(w_rows, keep, group)
             kf = nm_matmul_func(m, k, n, keep, group)
             yt = emit(self._kernel_call(kf, [xt], [packed.values, packed.indices]))
         else:
-            block = _block_of(rec.pattern)
+            block = method.shape if isinstance(method, sparsity_plan.Block) else (1, 1)  # 1×1: CSR-like, any mask
             bsr = BSR.pack(w_rows, block if transposed else block[::-1])  # the record's block is on W as stored
             kf = bsr_matmul_func(m, k, n, bsr.block)
             consts = [bsr.indptr, bsr.indices, bsr.data]

@@ -13,16 +13,9 @@ from dataclasses import replace
 
 import numpy as np
 
+from tridesign.data.digits import calibration_set, digits_inputs
 from tridesign.models.registry import ModelSpec, register
-
-RESNET20_WIDTHS = {"tiny": 8, "paper": 16}
-
-
-def build_resnet20(config: str = "paper", num_classes: int = 10, in_channels: int = 3):
-    """ResNet-20 (3 stages of 3 basic blocks) at the width of `config`."""
-    from tridesign.models.resnet import CifarResNet
-
-    return CifarResNet(20, RESNET20_WIDTHS[config], num_classes=num_classes, in_channels=in_channels)
+from tridesign.models.resnet import build_resnet20
 
 
 def resnet20_macs(width: int = 16, num_classes: int = 10, hw: int = 32, in_channels: int = 3) -> int:
@@ -53,14 +46,10 @@ def _load_digits_weights(module, config: str) -> None:
 
 
 def _digits_inputs(config: str, batch: int, seed: int) -> dict[str, np.ndarray]:
-    from tridesign.models.digits import digits_inputs
-
     return digits_inputs(config, batch, seed)
 
 
 def _digits_calibration(config: str, seed: int) -> list[dict[str, np.ndarray]]:
-    from tridesign.models.digits import calibration_set
-
     return calibration_set(seed=seed)
 
 

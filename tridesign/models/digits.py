@@ -6,8 +6,9 @@ image set every installation has; bilinearly upsampled to 32x32 and repeated ove
 they fit the registered CIFAR-shaped `resnet20` unchanged (same input name, shape and width), so
 every tool that takes `resnet20` takes the trained model too.
 
-The data side is numpy + scipy only (the device side, which has no torch, evaluates and finetunes
-on the same arrays); torch is imported inside the functions that build and train the model.
+The data side lives in tridesign.data.digits (numpy + scipy only: the device side, which has no
+torch, evaluates and finetunes on the same arrays); torch is imported inside the functions that
+build and train the model.
 Trained weights are cached in ``$XDG_CACHE_HOME/tridesign`` (or ``~/.cache/tridesign``) and
 trained on first use, so the first call takes about a minute on 2 cores and later calls load.
 """
@@ -16,64 +17,18 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tridesign.data.digits import IN_CHANNELS, NUM_CLASSES, load_digits_split
+
 if TYPE_CHECKING:
     import torch
 
-IMAGE_SIZE = 32
-IN_CHANNELS = 3
-NUM_CLASSES = 10
-TEST_FRACTION = 0.25
 # Bumped whenever the data preparation or the training recipe changes, so stale caches are ignored.
 RECIPE_VERSION = 2
-
-
-@dataclass(frozen=True)
-class DigitsSplit:
-    """Stratified train/test split, images as float32 (N, 3, 32, 32), normalised to zero mean."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-
-
-@lru_cache(maxsize=4)
-def load_digits_split(seed: int = 0) -> DigitsSplit:
-    """The digits, upsampled to 32x32 and split 75/25 (stratified, fixed seed)."""
-    from scipy.ndimage import zoom
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    data = load_digits()
-    images = data.images.astype(np.float32) / 16.0  # the 8x8 grey levels run 0..16
-    factor = IMAGE_SIZE / images.shape[-1]
-    up = zoom(images, (1, factor, factor), order=1).clip(0.0, 1.0)
-    up = (up - 0.5) / 0.5  # roughly zero-centred, like per-channel CIFAR normalisation
-    x = np.repeat(up[:, None], IN_CHANNELS, axis=1).astype(np.float32)
-    y = data.target.astype(np.int64)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=TEST_FRACTION, random_state=seed, stratify=y)
-    return DigitsSplit(np.ascontiguousarray(x_tr), y_tr, np.ascontiguousarray(x_te), y_te)
-
-
-def digits_inputs(config: str, batch: int, seed: int) -> dict[str, np.ndarray]:
-    """Real test images in the registry's input format ({"input": (batch, 3, 32, 32)})."""
-    split = load_digits_split()
-    idx = np.random.default_rng(seed).choice(len(split.x_test), size=batch, replace=batch > len(split.x_test))
-    return {"input": split.x_test[idx]}
-
-
-def calibration_set(count: int = 64, batch: int = 16, seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """Training images (never test images) in batches, for int8 calibration."""
-    split = load_digits_split()
-    idx = np.random.default_rng(seed).choice(len(split.x_train), size=count, replace=False)
-    return [{"input": split.x_train[idx[i : i + batch]]} for i in range(0, count, batch)]
 
 
 def cache_dir() -> Path:
@@ -176,7 +131,7 @@ def train_resnet20_digits(
     """Train ResNet-20 (`config` width) on digits from scratch; returns (model in eval mode, test accuracy)."""
     import torch
 
-    from tridesign.models.deepzero import build_resnet20
+    from tridesign.models.resnet import build_resnet20
 
     torch.manual_seed(seed)
     model = build_resnet20(config, num_classes=NUM_CLASSES, in_channels=IN_CHANNELS)
@@ -199,7 +154,7 @@ def load_trained_resnet20(config: str = "tiny", seed: int = 0, retrain: bool = F
     """The digits-trained ResNet-20 in eval mode: loaded from the cache, trained (and cached) on first use."""
     import torch
 
-    from tridesign.models.deepzero import build_resnet20
+    from tridesign.models.resnet import build_resnet20
 
     path = weights_path(config, seed)
     if path.exists() and not retrain:

@@ -64,6 +64,8 @@ class ModelSpec:
             raise UsageError(f"model {self.name!r} has no config {config!r} (has: {', '.join(self.configs)})")
 
 
+# Filled by the project modules, which tridesign/models/__init__.py imports one by one; Python
+# runs that __init__ before this module, so the table is complete whenever it is read.
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
@@ -77,7 +79,6 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 def get_model(name: str) -> ModelSpec:
     """Look a model up by name, with a one-line error that lists the known names."""
-    _ensure_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -86,15 +87,9 @@ def get_model(name: str) -> ModelSpec:
 
 
 def list_models() -> list[ModelSpec]:
-    _ensure_loaded()
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
 
 def is_registered(name: str) -> bool:
-    _ensure_loaded()
     return name in _REGISTRY
 
-
-def _ensure_loaded() -> None:
-    # The project modules register themselves when tridesign.models is imported.
-    import tridesign.models  # noqa: F401

@@ -51,10 +51,9 @@ class Backend(Protocol):
     def compile(self, onnx_path: Path, out_dir: Path, options: CompileOptions) -> CompileResult:
         """Build the backend's files into out_dir (a temporary directory the pipeline renames later)."""
 
-    def load(self, artifact_dir: Path, manifest: dict[str, Any]) -> Session:
-        """Load a built artifact in this process (it must work in a fresh process, too)."""
+    def load(self, artifact_dir: Path) -> Session:
+        """Load a built artifact in this process (it must work in a fresh process, too); what to
+        load is in the backend's own files, so an artifact being built loads before its manifest exists."""
 
-    def profile_layers(
-        self, artifact_dir: Path, manifest: dict[str, Any], inputs: dict[str, np.ndarray], repeat: int
-    ) -> list[LayerTiming]:
+    def profile_layers(self, artifact_dir: Path, inputs: dict[str, np.ndarray], repeat: int) -> list[LayerTiming]:
         """Per-layer times, slowest first."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -90,12 +89,10 @@ class OrtBackend:
             notes=notes,
         )
 
-    def load(self, artifact_dir: Path, manifest: dict[str, Any]) -> OrtSession:
+    def load(self, artifact_dir: Path) -> OrtSession:
         return OrtSession(artifact_dir / OPTIMIZED)
 
-    def profile_layers(
-        self, artifact_dir: Path, manifest: dict[str, Any], inputs: dict[str, np.ndarray], repeat: int
-    ) -> list[LayerTiming]:
+    def profile_layers(self, artifact_dir: Path, inputs: dict[str, np.ndarray], repeat: int) -> list[LayerTiming]:
         """Per-node times from ORT's own profiler (median over `repeat` runs, slowest first)."""
         import tempfile
 

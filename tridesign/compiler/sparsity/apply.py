@@ -1,8 +1,8 @@
-"""A spec plan applied to named weights: framework-free, shared by the torch and the ONNX pass.
+"""A sparsity plan applied to named weights: framework-free, shared by the torch and the ONNX pass.
 
 The caller hands over the prunable weights as numpy arrays (with whether each is stored as
 (in, out), like an ONNX MatMul's right operand) and gets one `LayerRecord` per pruned weight.
-Layers assigned the same spec form one group, so a global method ranks over exactly the layers a
+Layers assigned the same method form one group, so a global method ranks over exactly the layers a
 user gave it. ZO-GraSP needs a loss, which only the caller can run: it passes `zo_scores`.
 """
 
@@ -17,8 +17,8 @@ from tridesign.compiler.sparsity import prune_fns
 from tridesign.compiler.sparsity.importance import as_matrix, from_matrix, magnitude
 from tridesign.compiler.sparsity.pattern import is_pattern_conv, pattern_mask
 from tridesign.compiler.sparsity.report import LayerRecord
-from tridesign.compiler.sparsity.spec import PruneSpec, SpecPlan
 from tridesign.errors import UsageError
+from tridesign.sparsity_plan import NM, Block, Method, NoSparsity, Pattern3x3, SparsityPlan, Unstructured, ZOGrasp
 
 ZOScores = Callable[[list[str]], dict[str, np.ndarray]]
 
@@ -31,22 +31,22 @@ class Weight:
     transposed: bool = False
 
 
-def group_layers(names: list[str], plan: SpecPlan) -> dict[PruneSpec, list[str]]:
-    groups: dict[PruneSpec, list[str]] = {}
+def group_layers(names: list[str], plan: SparsityPlan) -> dict[Method, list[str]]:
+    groups: dict[Method, list[str]] = {}
     for name in names:
         spec = plan.for_layer(name)
-        if spec.method != "none":
+        if not isinstance(spec, NoSparsity):
             groups.setdefault(spec, []).append(name)
     return groups
 
 
-def _matrix_masks(spec: PruneSpec, weights: dict[str, Weight], names: list[str]) -> dict[str, np.ndarray]:
+def _matrix_masks(spec: Block | NM, weights: dict[str, Weight], names: list[str]) -> dict[str, np.ndarray]:
     masks = {}
     for name in names:
         w = weights[name]
         mat = as_matrix(w.values, w.transposed)
-        if spec.method == "block":
-            m = prune_fns.block_mask(mat, spec.sparsity, spec.block)
+        if isinstance(spec, Block):
+            m = prune_fns.block_mask(mat, spec.sparsity, spec.shape)
         else:
             m = prune_fns.nm_mask(mat, spec.n, spec.m)
         masks[name] = from_matrix(m, w.values.shape, w.transposed)
@@ -54,29 +54,29 @@ def _matrix_masks(spec: PruneSpec, weights: dict[str, Weight], names: list[str])
 
 
 def compute_records(
-    weights: dict[str, Weight], plan: SpecPlan, zo_scores: ZOScores | None = None
+    weights: dict[str, Weight], plan: SparsityPlan, zo_scores: ZOScores | None = None
 ) -> dict[str, LayerRecord]:
     """Masks for every weight the plan prunes (channel pruning is structural and handled elsewhere)."""
     records: dict[str, LayerRecord] = {}
     for spec, names in group_layers(list(weights), plan).items():
         extra: dict[str, dict] = {n: {} for n in names}
         scores = {n: magnitude(weights[n].values) for n in names}
-        if spec.method == "unstructured":
+        if isinstance(spec, Unstructured):
             masks = (
                 prune_fns.global_masks(scores, spec.sparsity)
                 if spec.scope == "global"
                 else {n: prune_fns.layer_mask(scores[n], spec.sparsity) for n in names}
             )
-        elif spec.method in ("block", "nm"):
+        elif isinstance(spec, (Block, NM)):
             masks = _matrix_masks(spec, weights, names)
-        elif spec.method == "pattern":
+        elif isinstance(spec, Pattern3x3):
             masks = prune_fns.global_masks(scores, spec.sparsity)
             for n in names:
                 if is_pattern_conv(weights[n].values.shape):
                     masks[n], stats = pattern_mask(weights[n].values, masks[n])
                     extra[n] = {"kernels_removed": stats.removed, "kernels_patterned": stats.patterned,
                                 "kernels_dense": stats.dense}
-        elif spec.method == "zograsp":
+        elif isinstance(spec, ZOGrasp):
             if zo_scores is None:
                 raise UsageError("zograsp needs a loss to estimate gradients; it runs on registered models")
             zo = zo_scores(names)
@@ -89,9 +89,9 @@ def compute_records(
         for n in names:
             records[n] = LayerRecord(
                 name=n,
-                method="pattern3x3" if spec.method == "pattern" else spec.method,
-                pattern=spec.pattern_label if (spec.method != "pattern" or is_pattern_conv(weights[n].values.shape))
-                else "unstructured",
+                method=spec.annotation_method,
+                pattern=spec.pattern if (not isinstance(spec, Pattern3x3) or is_pattern_conv(weights[n].values.shape))
+                else Unstructured.pattern,
                 original_shape=tuple(weights[n].values.shape),
                 mask=masks[n],
                 values=weights[n].values * masks[n],
@@ -100,7 +100,7 @@ def compute_records(
     return records
 
 
-def nominal(plan: SpecPlan, records: dict[str, LayerRecord]) -> float:
+def nominal(plan: SparsityPlan, records: dict[str, LayerRecord]) -> float:
     """Weighted nominal sparsity the plan asked for over the layers it pruned."""
     total = sum(int(np.prod(r.original_shape)) for r in records.values())
     asked = sum(plan.for_layer(n).sparsity * int(np.prod(r.original_shape)) for n, r in records.items())

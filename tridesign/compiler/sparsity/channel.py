@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tridesign.compiler.sparsity.report import LayerRecord
-from tridesign.compiler.sparsity.spec import SpecPlan
+from tridesign.sparsity_plan import Channel, SparsityPlan
 
 if TYPE_CHECKING:
     import torch
@@ -73,14 +73,14 @@ def grouped_barriers(model: "torch.nn.Module", example: tuple["torch.Tensor", ..
 
 
 def prune_channels(
-    model: "torch.nn.Module", plan: SpecPlan, example: tuple["torch.Tensor", ...]
+    model: "torch.nn.Module", plan: SparsityPlan, example: tuple["torch.Tensor", ...]
 ) -> dict[str, LayerRecord]:
     """Remove channels in place as the plan says; returns one record per layer whose shape changed."""
     import torch_pruning as tp
 
     modules = prunable_modules(model)
     before = {name: tuple(m.weight.shape) for name, m in modules.items()}
-    ratios = {m: plan.for_layer(name).sparsity for name, m in modules.items() if plan.for_layer(name).method == "channel"}
+    ratios = {m: spec.sparsity for name, m in modules.items() if isinstance(spec := plan.for_layer(name), Channel)}
     ignored = output_layers(model, example) + [m for name, m in modules.items() if m not in ratios]
     ignored += grouped_barriers(model, example)
     was_training = model.training
@@ -89,7 +89,7 @@ def prune_channels(
         model,
         example,
         importance=tp.importance.GroupMagnitudeImportance(p=1),
-        pruning_ratio=plan.default.sparsity if plan.default.method == "channel" else 0.0,
+        pruning_ratio=plan.default.sparsity if isinstance(plan.default, Channel) else 0.0,
         pruning_ratio_dict=ratios,
         ignored_layers=ignored,
     )

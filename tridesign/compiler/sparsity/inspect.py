@@ -9,7 +9,6 @@ work a kernel that skips zeros would do; dense engines (ONNX Runtime) do the den
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,40 +18,29 @@ from onnx import numpy_helper
 
 from tridesign.annotations import read_weight_sparsity
 from tridesign.compiler.sparsity.onnx_prune import weight_graph, weight_initializers, weight_operand
-from tridesign.errors import TridesignError, UsageError
+from tridesign.artifact import Manifest, open_source
+from tridesign.errors import TridesignError
 from tridesign.hwsim.workload import load_workload
 
-MODEL_FILE = "model.onnx"
-MANIFEST_FILE = "manifest.json"
-
-
-def load(source: Path) -> tuple[onnx.ModelProto, dict[str, Any] | None]:
-    """An .onnx file (no manifest) or an artifact directory (model.onnx + manifest.json)."""
-    source = Path(source)
-    if source.is_dir():
-        if not (source / MODEL_FILE).is_file():
-            raise UsageError(f"{source}: directory has no {MODEL_FILE} (not an artifact)")
-        manifest_path = source / MANIFEST_FILE
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
-        return onnx.load(str(source / MODEL_FILE)), manifest
-    if source.suffix != ".onnx" or not source.is_file():
-        raise UsageError(f"{source}: expected an .onnx file or an artifact directory")
+def load(source: Path | str) -> tuple[onnx.ModelProto, Manifest | None]:
+    """An .onnx file (no manifest) or an artifact directory (model.onnx + its manifest)."""
+    opened = open_source(source, allow=("onnx", "artifact"))
+    path = opened.onnx_path
     try:
-        return onnx.load(str(source)), None
+        return onnx.load(str(path)), opened.manifest
     except Exception as err:  # onnx raises DecodeError and friends for a corrupt file
-        raise TridesignError(f"{source}: not a readable ONNX model ({type(err).__name__})") from None
+        raise TridesignError(f"{path}: not a readable ONNX model ({type(err).__name__})") from None
 
 
-def _execution(manifest: dict[str, Any] | None) -> tuple[dict[str, dict], str]:
+def _execution(manifest: Manifest | None) -> tuple[dict[str, dict], str]:
     """Per-weight decisions a backend recorded (`sparse_layers`) and the fallback label."""
     if manifest is None:
         return {}, "n/a (no artifact)"
-    decisions = {d["weight"]: d for d in manifest.get("sparse_layers", []) if "weight" in d}
-    backend = str(manifest.get("backend", "?"))
-    return decisions, f"dense ({backend})"
+    decisions = {d["weight"]: d for d in manifest.sparse_layers if "weight" in d}
+    return decisions, f"dense ({manifest.backend})"
 
 
-def layer_rows(model: onnx.ModelProto, manifest: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def layer_rows(model: onnx.ModelProto, manifest: Manifest | None = None) -> list[dict[str, Any]]:
     """One row per Conv/Gemm/MatMul weight, in graph order."""
     records = read_weight_sparsity(model)
     # Dense MACs per node from the simulator's workload extraction, the one MAC counter of a graph.

@@ -13,8 +13,6 @@ multiples of the pruned torch weight; zeros survive the folding, so the mask sti
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -24,8 +22,8 @@ from tridesign.compiler.sparsity.apply import Weight, compute_records, nominal
 from tridesign.compiler.sparsity.importance import as_matrix, channel_l1, from_matrix
 from tridesign.compiler.sparsity.prune_fns import layer_mask
 from tridesign.compiler.sparsity.report import LayerRecord, PruneReport
-from tridesign.compiler.sparsity.spec import SpecPlan, load_plan
 from tridesign.errors import TridesignError, UsageError
+from tridesign.sparsity_plan import Channel, SparsityPlan, ZOGrasp
 
 
 class _Graph:
@@ -80,34 +78,34 @@ def weight_initializers(model: onnx.ModelProto) -> dict[str, bool]:
     return found
 
 
-def _channel_records(weights: dict[str, Weight], plan: SpecPlan) -> dict[str, LayerRecord]:
+def _channel_records(weights: dict[str, Weight], plan: SparsityPlan) -> dict[str, LayerRecord]:
     records = {}
     for name, w in weights.items():
         spec = plan.for_layer(name)
-        if spec.method != "channel":
+        if not isinstance(spec, Channel):
             continue
         mat = as_matrix(w.values, w.transposed)
         rows = layer_mask(channel_l1(mat), spec.sparsity)
         mask = from_matrix(np.repeat(rows[:, None], mat.shape[1], axis=1), w.values.shape, w.transposed)
-        records[name] = LayerRecord(name, "channel", "channel:zeroed", tuple(w.values.shape), mask, w.values * mask)
+        zeroed = Channel(spec.sparsity, zeroed=True)
+        records[name] = LayerRecord(name, zeroed.method, zeroed.pattern, tuple(w.values.shape), mask, w.values * mask)
     return records
 
 
-def prune_onnx(onnx_model: onnx.ModelProto, spec: str | Path) -> PruneReport:
+def prune_onnx(onnx_model: onnx.ModelProto, plan: SparsityPlan) -> PruneReport:
     """Prune the weight initializers of `onnx_model` in place and write the sparsity annotations.
 
     Layer names in a YAML plan are initializer names. ZO-GraSP is refused: it needs a loss over
     labelled task data, which an arbitrary ONNX file does not bring.
     """
-    plan = load_plan(spec)
-    if any(s.method == "zograsp" for s in plan.specs()):
+    if any(isinstance(m, ZOGrasp) for m in plan.methods()):
         raise UsageError("zograsp needs a model's task data; use it on a registered model, not an ONNX file")
     kinds = weight_initializers(onnx_model)
     if not kinds:
         raise TridesignError("the ONNX model has no Conv/Gemm/MatMul weight initializers to prune")
     inits = {i.name: i for i in onnx_model.graph.initializer}
     weights = {n: Weight(numpy_helper.to_array(inits[n]), t) for n, t in kinds.items()}
-    if any(s.method == "channel" for s in plan.specs()):
+    if any(isinstance(m, Channel) for m in plan.methods()):
         records = _channel_records(weights, plan)
     else:
         records = compute_records(weights, plan)
@@ -116,7 +114,7 @@ def prune_onnx(onnx_model: onnx.ModelProto, spec: str | Path) -> PruneReport:
     write_weight_sparsity(
         onnx_model, {n: r.weight_sparsity(transposed=False) for n, r in records.items()}
     )
-    return PruneReport(spec=str(spec), records=records, nominal_sparsity=nominal(plan, records))
+    return PruneReport(spec=str(plan), records=records, nominal_sparsity=nominal(plan, records))
 
 
 def _per_row_multiple(candidate: np.ndarray, values: np.ndarray) -> bool:

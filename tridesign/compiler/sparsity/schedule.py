@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tridesign.compiler.sparsity.finetune import recover_torch
+from tridesign.compiler.sparsity.recovery import recover_torch
 from tridesign.compiler.sparsity.report import PruneReport
-from tridesign.compiler.sparsity.spec import parse_spec
 from tridesign.compiler.sparsity.torch_pass import prune_torch
 from tridesign.errors import UsageError
+from tridesign.sparsity_plan import Block, Method, SparsityPlan, Unstructured
 
 if TYPE_CHECKING:
     import torch
@@ -31,21 +31,20 @@ def cubic_ramp(final: float, rounds: int) -> list[float]:
 
 def prune_iterative(
     model: "torch.nn.Module",
-    spec: str,
+    final: Method,
     example_inputs: dict[str, np.ndarray],
     model_name: str,
     rounds: int = 3,
     steps_per_round: int = 50,
 ) -> tuple[PruneReport, list[dict[str, Any]]]:
-    """Prune by an unstructured or block SPEC string in `rounds` rounds with recovery in between."""
-    final = parse_spec(spec)
-    if final.method not in ("unstructured", "block") or rounds < 1:
+    """Prune to an unstructured or block `final` in `rounds` rounds with recovery in between."""
+    if not isinstance(final, (Unstructured, Block)) or rounds < 1:
         raise UsageError("iterative pruning takes an unstructured or block spec and at least one round")
     history = []
     report = None
     for sparsity in cubic_ramp(final.sparsity, rounds):
-        report = prune_torch(model, replace(final, sparsity=sparsity).text, example_inputs)
+        report = prune_torch(model, SparsityPlan(replace(final, sparsity=sparsity)), example_inputs)
         history.append({"sparsity": sparsity, **recover_torch(model, model_name, steps_per_round)})
     assert report is not None
-    report.spec = spec
+    report.spec = final.text
     return report, history

@@ -8,7 +8,6 @@ Pruned weights stay exactly zero, which is how `recover_torch` finds the masks a
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,7 +15,7 @@ import numpy as np
 from tridesign.compiler.sparsity.apply import Weight, compute_records, nominal
 from tridesign.compiler.sparsity.channel import prune_channels, prunable_modules
 from tridesign.compiler.sparsity.report import PruneReport
-from tridesign.compiler.sparsity.spec import load_plan
+from tridesign.sparsity_plan import Channel, SparsityPlan
 
 if TYPE_CHECKING:
     import torch
@@ -28,8 +27,8 @@ def torch_inputs(example_inputs: dict[str, np.ndarray]) -> tuple["torch.Tensor",
     return tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in example_inputs.values())
 
 
-def prune_torch(model: "torch.nn.Module", spec: str | Path, example_inputs: dict[str, np.ndarray]) -> PruneReport:
-    """Prune `model` in place by SPEC (string or per-layer YAML); records are keyed by parameter name.
+def prune_torch(model: "torch.nn.Module", plan: SparsityPlan, example_inputs: dict[str, np.ndarray]) -> PruneReport:
+    """Prune `model` in place as `plan` says; records are keyed by parameter name.
 
     Layer names in a YAML plan are module names (``layer1.0.conv1``). ZO-GraSP scores with a
     self-labelled cross-entropy on `example_inputs` (the model's own dense predictions), since a
@@ -37,11 +36,10 @@ def prune_torch(model: "torch.nn.Module", spec: str | Path, example_inputs: dict
     """
     import torch
 
-    plan = load_plan(spec)
     example = torch_inputs(example_inputs)
-    if any(s.method == "channel" for s in plan.specs()):
+    if any(isinstance(m, Channel) for m in plan.methods()):
         records = prune_channels(model, plan, example)
-        report = PruneReport(spec=str(spec), records=records)
+        report = PruneReport(spec=str(plan), records=records)
         report.nominal_sparsity = nominal(plan, {n[: -len(".weight")]: r for n, r in records.items()})
         return report
     modules = prunable_modules(model)
@@ -57,7 +55,7 @@ def prune_torch(model: "torch.nn.Module", spec: str | Path, example_inputs: dict
         for name, rec in layer_records.items():
             param = modules[name].weight
             param.mul_(torch.from_numpy(rec.mask).to(param.dtype))
-    report = PruneReport(spec=str(spec), nominal_sparsity=nominal(plan, layer_records))
+    report = PruneReport(spec=str(plan), nominal_sparsity=nominal(plan, layer_records))
     for name, rec in layer_records.items():
         rec.name = f"{name}.weight"
         report.records[rec.name] = rec

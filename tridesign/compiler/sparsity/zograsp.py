@@ -4,7 +4,7 @@ GraSP scores a weight by -theta * (H g), the effect of removing it on gradient f
 (ICLR'24) replaces both backward passes by randomized gradient estimates -- g0 = RGE(theta),
 g1 = RGE(theta + mu*g0), H g ~ (g1 - g0) / mu with q = 192 and mu = 5e-3 -- and uses the global
 ranking only to set *per-layer ratios*; the ZO runtime then trains on masks at those ratios. We use
-the RGE of `tridesign.deploy.zo.estimators` (the same estimator the on-device finetuning runs), so
+the RGE of `tridesign.zo.estimators` (the same estimator the on-device finetuning runs), so
 the loss is a plain numpy function of the flat parameter vector.
 """
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tridesign.compiler.sparsity.importance import grasp_scores
-from tridesign.deploy.zo.estimators import RGEConfig, rge
+from tridesign.zo.estimators import RGEConfig, rge
 
 if TYPE_CHECKING:
     import torch

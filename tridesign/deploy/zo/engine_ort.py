@@ -6,7 +6,7 @@ therefore all a query costs: no rebinding, no copy of the weights, no new sessio
 reuse the prefix runs once per data batch and its activations are bound once too.
 
 A batched loss (`loss_batched`) evaluates k perturbed copies of θ in one run through the
-perturbation-batched suffix from `parallel.py`.
+perturbation-batched suffix from `batched.py`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import onnx
 import onnxruntime as ort
 
 from tridesign.deploy.zo import params as P
+from tridesign.deploy.zo.batched import BatchedSuffix
 from tridesign.deploy.zo.engine_loss import EngineLoss
 from tridesign.deploy.zo.feature_reuse import Split, detach_conv_biases, split_at_trainable
 
@@ -118,8 +119,6 @@ class OrtEngine(EngineLoss):
 
     def loss_batched(self, thetas: np.ndarray) -> np.ndarray:
         """Losses of k parameter vectors thetas[k, d] on the bound batch, in one engine run."""
-        from tridesign.deploy.zo.parallel import BatchedSuffix
-
         if self._batched is None:
             self._batched = BatchedSuffix(self.split.suffix, self.params, self.output, self.opts)
         out = self._batched.run(self._features, thetas)

@@ -16,11 +16,13 @@ from typing import Any
 import numpy as np
 import onnx
 
+from tridesign.deploy.tvm_runtime import import_onnx
 from tridesign.deploy.zo import params as P
 from tridesign.deploy.zo.engine_loss import EngineLoss
 from tridesign.deploy.zo.engine_ort import LossFn, cross_entropy
 from tridesign.deploy.zo.feature_reuse import Split, detach_conv_biases, split_at_trainable
 from tridesign.errors import UsageError
+from tridesign.targets import configure_tvm_runtime
 
 
 def _compile(model: onnx.ModelProto, batch: int, threads: int) -> tuple[Any, list[str]]:
@@ -28,8 +30,7 @@ def _compile(model: onnx.ModelProto, batch: int, threads: int) -> tuple[Any, lis
     import tvm
     from tvm import relax
 
-    from tridesign.compiler.backends.tvm import import_onnx
-
+    configure_tvm_runtime()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the importer renames 'fc.weight' to 'fc_weight'; order is what we use
         mod, _ = import_onnx(model, batch)
@@ -103,7 +104,7 @@ class TvmEngine(EngineLoss):
         return self._suffix["main"](*args).numpy()
 
     def loss_batched(self, thetas: np.ndarray) -> np.ndarray:
-        """One suffix call per row: TVM has no perturbation-batched variant here (see parallel.py)."""
+        """One suffix call per row: TVM has no perturbation-batched variant here (see batched.py)."""
         saved = self.theta.copy()
         losses = np.array([self.loss(t) for t in thetas])
         self.theta[:] = saved

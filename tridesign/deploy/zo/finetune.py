@@ -19,7 +19,7 @@ import onnx
 
 from tridesign.atomic import atomic_file
 from tridesign.deploy.zo.engine_ort import OrtEngine
-from tridesign.deploy.zo.estimators import CGEConfig, RGEConfig, ZOGradient, cge, rge
+from tridesign.zo.estimators import CGEConfig, RGEConfig, ZOGradient, cge, rge
 from tridesign.deploy.zo.optimizers import make_optimizer
 from tridesign.errors import TridesignError, UsageError
 

@@ -20,7 +20,7 @@ import onnx.utils
 import onnxruntime as ort
 
 from tridesign.deploy.zo.engine_ort import OrtEngine
-from tridesign.deploy.zo.estimators import CGEConfig, ZOGradient
+from tridesign.zo.estimators import CGEConfig, ZOGradient
 from tridesign.deploy.zo.feature_reuse import split_at_trainable
 
 

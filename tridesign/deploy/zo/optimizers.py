@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from tridesign.deploy.zo.estimators import ZOGradient
+from tridesign.zo.estimators import ZOGradient
 from tridesign.errors import UsageError
 
 

@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tridesign.targets import TargetSpec, configure_tvm_runtime
+from tridesign.compiler.remote import require_board
+from tridesign.compiler.tvm.frontend import front_half, handwritten_kernels
+from tridesign.compiler.tvm.rewrites import RewriteContext
 from tridesign.errors import TridesignError
+from tridesign.targets import TargetSpec, configure_tvm_runtime, get_target
 
 # Building a candidate on 2 busy cores (the cost model and runner share them) takes far longer
 # than MetaSchedule's default 30 s; a timed-out build is a wasted trial, not a slow schedule.
@@ -81,8 +84,6 @@ def apply_database(fused_mod: Any, target: Any, db_dir: Path) -> tuple[Any, int,
     """Replace fused kernels by their best tuned schedule; returns (module, kernels tuned, kernels)."""
     from tvm import relax, tirx
 
-    from tridesign.compiler.backends.tvm import handwritten_kernels
-
     def kernels(mod: Any) -> list[Any]:
         """MetaSchedule's kernels: the hand-written ones are scheduled by construction."""
         handwritten = handwritten_kernels(mod)
@@ -107,8 +108,6 @@ def fold_weight_layouts(mod: Any, target: Any) -> Any:
     """
     import tvm
     from tvm import relax
-
-    from tridesign.compiler.backends.tvm import handwritten_kernels
 
     # Hand-written kernels have no layout to split and the splitting pass rejects them: they sit
     # out and come back unchanged.
@@ -224,8 +223,6 @@ def tune(
     """
     from tvm.s_tir import meta_schedule as ms
 
-    from tridesign.compiler.backends.tvm import handwritten_kernels
-
     configure_tvm_runtime()
     if trials <= 0:
         raise TridesignError("the number of tuning trials must be positive")
@@ -235,8 +232,6 @@ def tune(
             "(--tracker HOST:PORT --key KEY) or reuse a database tuned on the board (--db)"
         )
     if remote is not None:
-        from tridesign.compiler.remote import require_board
-
         require_board((remote.tracker_host, remote.tracker_port), remote.key)
     target = spec.tvm_target()
     tasks = ms.relax_integration.extract_tasks(fused_mod, target)
@@ -310,25 +305,24 @@ def tune_model(
     model must be the graph `compile` will see (tridesign.compiler.pipeline.resolve_source), or the
     kernels' structural hashes differ and nothing is reused.
     """
-    from tridesign.compiler.backends.tvm import import_onnx, lower_fused, put_on_hand_written_kernels
-    from tridesign.targets import get_target
-
     spec = get_target(target)
     db_dir = Path(db_dir) if db_dir else default_db_dir(spec)
-    mod, _ = import_onnx(model, batch=batch)
-    notes: list[str] = []
-    start = time.perf_counter()
-    # tuned=True: `compile` after this run finds records and applies the tuned sparse policy too
-    mod, conv_report, sparse_layers = put_on_hand_written_kernels(
-        mod, model, spec, db_dir, measure=spec.runs_here and remote is None, tuned=True, notes=notes
+    # dense_tuned: `compile` after this run finds records and applies the tuned sparse policy too
+    context = RewriteContext(
+        spec.tvm_target(), model, db_dir, measure_tiles=spec.runs_here and remote is None, dense_tuned=True
     )
-    conv_report["sparse_kernel_layers"] = sum(1 for layer in sparse_layers if layer["sparse"])
-    conv_report["dense_conv_tiling_s"] = round(time.perf_counter() - start, 1)
-    if remote is not None and conv_report.get("dense_convs"):
+    front = front_half(context, batch)
+    rewrites = front.rewrites
+    notes = list(rewrites.notes)
+    kernel_report = {
+        **rewrites.counts,
+        "sparse_kernel_layers": sum(1 for layer in rewrites.sparse_layers if layer["sparse"]),
+        "dense_conv_tiling_s": round(front.rewrite_s, 1),
+    }
+    if remote is not None and kernel_report.get("dense_convs"):
         notes.append("convolution tiles are measured on this machine only: through a tracker the default tiles are used")
-    fused = lower_fused(mod, spec.tvm_target())
-    report = {**tune(fused, spec, trials, db_dir, remote=remote, quiet=quiet), **conv_report, "notes": notes}
-    _, applied, total = apply_database(fused, spec.tvm_target(), db_dir)
+    report = {**tune(front.fused, spec, trials, db_dir, remote=remote, quiet=quiet), **kernel_report, "notes": notes}
+    _, applied, total = apply_database(front.fused, context.target, db_dir)
     return {
         "target": spec.name,
         "database": str(db_dir),

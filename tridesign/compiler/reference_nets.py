@@ -14,6 +14,7 @@ from pathlib import Path
 import onnx
 
 from tridesign.atomic import write_bytes_atomic
+from tridesign.compiler.export import torch_to_onnx
 from tridesign.hwsim.workload import Workload, load_workload
 
 # name -> (builder kwargs); used by the spec's `calibration.workload`.
@@ -76,7 +77,6 @@ def build_model(kind: str, height: int, width: int, depth: int = 18) -> onnx.Mod
     import numpy as np
     import torch
 
-    from tridesign.compiler.export import torch_to_onnx
     from tridesign.models.resnet import build_resnet
 
     torch.manual_seed(0)
@@ -97,5 +97,6 @@ def build_workload(kind: str, height: int, width: int, depth: int = 18) -> Workl
 
 
 def calibration_workload(name: str) -> Workload:
+    """The reference network an arch spec's `calibration.workload` names (hwsim.calibrate solves on it)."""
     kwargs = CALIBRATION_WORKLOADS[name]
     return build_workload(kwargs["kind"], kwargs["height"], kwargs["width"])

@@ -1,19 +1,13 @@
-"""Forward parallelization: many perturbed forwards per engine run, or spread over processes.
+"""Forward parallelization inside one engine run: many perturbed forwards at once.
 
 `BatchedSuffix` wraps the suffix graph in an ONNX `Scan` whose scan inputs are the trainable
 tensors stacked over a leading perturbation axis [k, ...]; the cached activations are read from
 the outer scope. One `run` evaluates k parameter vectors, so per-query overhead (Python, binding,
 session dispatch) is paid once per chunk instead of once per query — the batched path the ZO
-estimators use through `loss_batched`.
-
-`ProcessPoolLoss` spreads the rows of thetas[k, d] over worker processes, each with its own engine
-(DeepZero's forward parallelization across workers). It helps when cores outnumber what one
-session uses; it is kept small because on a 2-core device it rarely pays.
+estimators use through `loss_batched`. Spreading them over processes is tridesign.deploy.zo.process_pool.
 """
 
 from __future__ import annotations
-
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import onnx
@@ -82,39 +76,3 @@ class BatchedSuffix:
                 thetas[:, p.offset : p.offset + p.size].reshape(len(thetas), *p.shape), dtype=np.float32
             )
         return self.session.run(None, feed)[0]
-
-
-_WORKER = None
-
-
-def _init_worker(model_bytes: bytes, selector: str, inputs: dict, labels: np.ndarray, threads: int) -> None:
-    from tridesign.deploy.zo.engine_ort import OrtEngine
-
-    global _WORKER
-    _WORKER = OrtEngine(onnx.load_from_string(model_bytes), selector, threads=threads)
-    _WORKER.set_batch(inputs, labels)
-
-
-def _worker_losses(thetas: np.ndarray) -> np.ndarray:
-    return _WORKER.loss_batched(thetas)
-
-
-class ProcessPoolLoss:
-    """batched(thetas) spread over `workers` processes, each holding an engine on a fixed batch."""
-
-    def __init__(
-        self, model: onnx.ModelProto, selector: str, inputs: dict[str, np.ndarray], labels: np.ndarray, workers: int = 2
-    ) -> None:
-        self.workers = workers
-        self.pool = ProcessPoolExecutor(
-            max_workers=workers,
-            initializer=_init_worker,
-            initargs=(model.SerializeToString(), selector, inputs, labels, 1),
-        )
-
-    def __call__(self, thetas: np.ndarray) -> np.ndarray:
-        chunks = np.array_split(thetas, min(self.workers, len(thetas)))
-        return np.concatenate(list(self.pool.map(_worker_losses, chunks)))
-
-    def close(self) -> None:
-        self.pool.shutdown()

@@ -14,9 +14,10 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from tridesign.artifact import MANIFEST_FILE, MODEL_FILE
 from tridesign.atomic import atomic_dir
 from tridesign.compiler.options import CompileOptions
-from tridesign.compiler.pipeline import MODEL_FILE, compile_artifact
+from tridesign.compiler.pipeline import compile_artifact
 from tridesign.compiler.profile import profile_artifact
 from tridesign.progress import stderr
 
@@ -44,17 +45,17 @@ def _compile_and_profile(model: str, backend: str, artifact: Path, final: Path) 
     profile = profile_artifact(artifact, repeat=20, warmup=3)
     return {
         "model": model,
-        "project": manifest["source"].get("project", ""),
+        "project": getattr(manifest.source, "project", ""),
         "backend": backend,
-        "tuned": manifest["tuned"],
+        "tuned": manifest.tuned,
         "latency_ms": profile["latency_ms"]["median"],
         "p90_ms": profile["latency_ms"]["p90"],
         "parameters": profile["parameters"],
         "dense_macs": profile["dense_macs"],
         "artifact_bytes": profile["artifact_bytes"],
         "max_abs_err": profile["max_abs_err"],
-        "compile_seconds": manifest["compile_seconds"],
-        "notes": manifest["notes"],
+        "compile_seconds": manifest.compile_seconds,
+        "notes": manifest.notes,
         "artifact": str(final),
     }
 
@@ -80,7 +81,7 @@ def run_demo(out_dir: Path, jobs: list[tuple[str, str]] | None = None) -> dict[s
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     rows = []
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, MANIFEST_FILE) as tmp:
         (tmp / "artifacts").mkdir()
         for model, backend in jobs or demo_jobs():
             stderr.rule(f"{model} on {backend}")
@@ -92,5 +93,5 @@ def run_demo(out_dir: Path, jobs: list[tuple[str, str]] | None = None) -> dict[s
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
         env = Environment(loader=PackageLoader("tridesign", "templates"), autoescape=select_autoescape())
         (tmp / "index.html").write_text(env.get_template("demo.html.j2").render(rows=rows, simulation=simulation))
-        (tmp / "manifest.json").write_text(json.dumps({"format": "tridesign-demo/1", "jobs": [[r["model"], r["backend"]] for r in rows]}))
+        (tmp / MANIFEST_FILE).write_text(json.dumps({"format": "tridesign-demo/1", "jobs": [[r["model"], r["backend"]] for r in rows]}))
     return summary

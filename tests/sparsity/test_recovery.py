@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from tridesign.compiler.sparsity import prune_torch, recover_torch
 from tridesign.errors import UsageError
+from tridesign.sparsity_plan import load_plan
 
 
 def test_recovery_keeps_masks_and_lowers_loss(resnet, example) -> None:
-    report = prune_torch(resnet, "nm:2:4", example)
+    report = prune_torch(resnet, load_plan("nm:2:4"), example)
     result = recover_torch(resnet, "resnet20", 12)
     assert result["steps"] == 12 and result["data"] == "digits"
     assert result["loss_last"] < result["loss_first"]

@@ -131,7 +131,7 @@ def to_onnx(module: "torch.nn.Module", example: "torch.Tensor") -> bytes:
 
 def digits_1ch(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The digits split as one channel of 32×32 in [-1, 1]."""
-    from tridesign.models.digits import load_digits_split
+    from tridesign.data.digits import load_digits_split
 
     split = load_digits_split(seed)
     return split.x_train[:, :1], split.y_train, split.x_test[:, :1], split.y_test
