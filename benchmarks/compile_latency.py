@@ -46,7 +46,7 @@ def cases():
     """(label, torch module, inputs) for each benchmarked workload."""
     import torch
 
-    from tridesign.models.resnet import build_resnet20
+    from tridesign.models.deepzero import build_resnet20
     from tridesign.models.resnet import build_resnet
 
     torch.manual_seed(0)

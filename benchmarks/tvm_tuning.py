@@ -51,7 +51,7 @@ def build(name: str):
     """(torch module, inputs) of a benchmarked network."""
     import torch
 
-    from tridesign.models.resnet import build_resnet20
+    from tridesign.models.deepzero import build_resnet20
     from tridesign.models.resnet import build_resnet
 
     torch.manual_seed(0)

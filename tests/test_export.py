@@ -10,8 +10,7 @@ from tridesign.compiler.export import export_model
 from tridesign.verification import compare_outputs, run_onnxruntime
 from tridesign.errors import TridesignError, UsageError
 from tridesign.models import get_model
-from tridesign.models.deepzero import resnet20_macs
-from tridesign.models.resnet import build_resnet20
+from tridesign.models.deepzero import build_resnet20, resnet20_macs
 
 
 def test_resnet20_paper_has_published_size_and_hand_counted_macs():

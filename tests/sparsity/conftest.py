@@ -22,7 +22,7 @@ def resnet():
     """A seeded tiny ResNet-20 in eval mode with non-trivial BatchNorm statistics (so folding matters)."""
     import torch
 
-    from tridesign.models.resnet import build_resnet20
+    from tridesign.models.deepzero import build_resnet20
 
     torch.manual_seed(0)
     model = build_resnet20("tiny")

@@ -36,7 +36,7 @@ def test_calibration_uses_training_images_only() -> None:
 def test_train_steps_lowers_loss_and_keeps_masks() -> None:
     import torch
 
-    from tridesign.models.resnet import build_resnet20
+    from tridesign.models.deepzero import build_resnet20
 
     torch.manual_seed(0)
     model = build_resnet20("tiny")

@@ -3,19 +3,15 @@
 Architecture: He et al. 2016 CIFAR ResNet (3 stages x 3 basic blocks, 16/32/64 channels, option-B
 1x1 projection shortcuts where the shape changes), as used by DeepZero (OPTML-Group/DeepZero), built
 by the shared CIFAR ResNet builder. The `paper` config has ~0.27 M parameters; `tiny` halves the
-width for tests and the demo. `resnet20_digits` is the same network with weights trained on
-scikit-learn's digits, for accuracy work (pruning, int8, ZO finetuning).
+width for tests and the demo. `resnet20_digits` (registered in tridesign.models.digits) is the same network
+with weights trained on scikit-learn's digits, for accuracy work (pruning, int8, ZO finetuning).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
-from tridesign.data.digits import calibration_set, digits_inputs
 from tridesign.models.registry import ModelSpec, register
-from tridesign.models.resnet import build_resnet20
 
 
 def resnet20_macs(width: int = 16, num_classes: int = 10, hw: int = 32, in_channels: int = 3) -> int:
@@ -39,18 +35,15 @@ def _cifar_inputs(config: str, batch: int, seed: int) -> dict[str, np.ndarray]:
     return {"input": rng.standard_normal((batch, 3, 32, 32), dtype=np.float32)}
 
 
-def _load_digits_weights(module, config: str) -> None:
-    from tridesign.models.digits import load_trained_resnet20
-
-    module.load_state_dict(load_trained_resnet20(config).state_dict())
+RESNET20_WIDTHS = {"tiny": 8, "paper": 16}
 
 
-def _digits_inputs(config: str, batch: int, seed: int) -> dict[str, np.ndarray]:
-    return digits_inputs(config, batch, seed)
+def build_resnet20(config: str = "paper", num_classes: int = 10, in_channels: int = 3):
+    """ResNet-20 (3 stages of 3 basic blocks) at the width of `config` (torch is imported here, on
+    use, so registering the zoo stays light)."""
+    from tridesign.models.resnet import CifarResNet
 
-
-def _digits_calibration(config: str, seed: int) -> list[dict[str, np.ndarray]]:
-    return calibration_set(seed=seed)
+    return CifarResNet(20, RESNET20_WIDTHS[config], num_classes=num_classes, in_channels=in_channels)
 
 
 RESNET20 = register(
@@ -66,21 +59,6 @@ RESNET20 = register(
         dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
     )
 )
-
-# The same network with trained weights and real data: what accuracy work measures on.
-register(
-    replace(
-        RESNET20,
-        name="resnet20_digits",
-        task="digit classification (scikit-learn digits upsampled to 32x32), trained weights",
-        example_inputs=_digits_inputs,
-        published_source="same architecture as resnet20; weights trained here on scikit-learn digits (cached)",
-        weights=_load_digits_weights,
-        calibration=_digits_calibration,
-        notes={"accuracy": "≥ 95 % test accuracy on the held-out digits split (tridesign.models.digits)"},
-    )
-)
-
 
 # --- Solver-in-the-loop PDE correction -------------------------------------------------------
 #

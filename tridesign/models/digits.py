@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tridesign.data.digits import IN_CHANNELS, NUM_CLASSES, load_digits_split
+from tridesign.data.digits import IN_CHANNELS, NUM_CLASSES, calibration_set, digits_inputs, load_digits_split
+from tridesign.models.deepzero import RESNET20, build_resnet20
+from tridesign.models.registry import register
 
 if TYPE_CHECKING:
     import torch
@@ -131,8 +134,6 @@ def train_resnet20_digits(
     """Train ResNet-20 (`config` width) on digits from scratch; returns (model in eval mode, test accuracy)."""
     import torch
 
-    from tridesign.models.resnet import build_resnet20
-
     torch.manual_seed(seed)
     model = build_resnet20(config, num_classes=NUM_CLASSES, in_channels=IN_CHANNELS)
     steps = epochs * -(-len(load_digits_split().x_train) // batch)
@@ -154,8 +155,6 @@ def load_trained_resnet20(config: str = "tiny", seed: int = 0, retrain: bool = F
     """The digits-trained ResNet-20 in eval mode: loaded from the cache, trained (and cached) on first use."""
     import torch
 
-    from tridesign.models.resnet import build_resnet20
-
     path = weights_path(config, seed)
     if path.exists() and not retrain:
         model = build_resnet20(config, num_classes=NUM_CLASSES, in_channels=IN_CHANNELS)
@@ -176,3 +175,26 @@ def cached_accuracy(config: str = "tiny", seed: int = 0) -> float | None:
     if not path.exists():
         return None
     return float(torch.load(path, map_location="cpu", weights_only=True)["meta"]["accuracy"])
+
+
+def _load_digits_weights(module: "torch.nn.Module", config: str) -> None:
+    module.load_state_dict(load_trained_resnet20(config).state_dict())
+
+
+def _digits_calibration(config: str, seed: int) -> list[dict[str, np.ndarray]]:
+    return calibration_set(seed=seed)
+
+
+# The same network as DeepZero's resnet20, with trained weights and real data: what accuracy work measures on.
+register(
+    replace(
+        RESNET20,
+        name="resnet20_digits",
+        task="digit classification (scikit-learn digits upsampled to 32x32), trained weights",
+        example_inputs=digits_inputs,
+        published_source="same architecture as resnet20; weights trained here on scikit-learn digits (cached)",
+        weights=_load_digits_weights,
+        calibration=_digits_calibration,
+        notes={"accuracy": "≥ 95 % test accuracy on the held-out digits split (tridesign.models.digits)"},
+    )
+)

@@ -156,12 +156,3 @@ class CifarResNet(nn.Module):
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(x.mean(dim=(2, 3)))
 
-
-# ResNet-20's base width per config: DeepZero's `paper` network, halved for tests and the demo.
-RESNET20_WIDTHS = {"tiny": 8, "paper": 16}
-
-
-def build_resnet20(config: str = "paper", num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
-    """ResNet-20 (3 stages of 3 basic blocks) at the width of `config` (DeepZero's network; the
-    digits model trains the same one)."""
-    return CifarResNet(20, RESNET20_WIDTHS[config], num_classes=num_classes, in_channels=in_channels)
