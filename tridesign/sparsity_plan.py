@@ -123,7 +123,9 @@ class Block(_Method):
 
 @dataclass(frozen=True)
 class NM(_Method):
-    """N of every M consecutive weights along the reduction axis; the structure fixes the sparsity."""
+    """N of every M consecutive weights along the reduction axis (a convolution's: M consecutive input
+    channels at each kernel position, the layout of NVIDIA's sparse tensor cores); the structure fixes
+    the sparsity."""
 
     n: int
     m: int

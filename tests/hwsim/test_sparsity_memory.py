@@ -17,16 +17,41 @@ from tridesign.sparsity_plan import load_plan, parse_method
 SKIP = {"weight_skipping": True, "index_bits": 4}
 
 
-def _conv2(setting):
+def _layer(setting, name):
     wl = apply_sparsity(load_workload(tiny_cnn()), SparsitySetting(parse_what_if(setting)))
-    return next(l for l in wl.layers if l.name == "conv2")
+    return next(l for l in wl.layers if l.name == name)
+
+
+def _conv2(setting):
+    return _layer(setting, "conv2")
 
 
 def test_nm_masks_are_exact_per_group():
+    """Groups of 4 input channels at each (out, kh, kw), as the compiler prunes a conv for TensorRT."""
     layer = _conv2("nm:2:4")
-    groups = layer.weight_mask.reshape(32, -1, 4).sum(axis=2)
-    assert (groups == 2).all() and layer.weight_density == 0.5
+    assert layer.kernel_elems == 9
+    by_position = layer.weight_mask.reshape(32, 16, 9).transpose(0, 2, 1)  # (out, kh*kw, in)
+    assert (by_position.reshape(32, 9, 4, 4).sum(axis=3) == 2).all() and layer.weight_density == 0.5
     assert layer.weight_pattern == "nm:2:4"
+
+
+def test_nm_what_if_keeps_two_of_a_three_channel_stem_and_groups_a_gemm_along_k():
+    stem = _layer("nm:2:4", "conv1")  # 3 input channels: one short group per kernel position
+    assert (stem.weight_mask.reshape(16, 3, 9).sum(axis=1) == 2).all()
+    assert stem.weight_density == pytest.approx(2 / 3)
+    fc = _layer("nm:2:4", "fc")
+    assert fc.kernel_elems == 1 and (fc.weight_mask.reshape(10, 8, 4).sum(axis=2) == 2).all()
+
+
+@pytest.mark.parametrize("spec", ["nm:2:4", "nm:1:8"])
+def test_nm_what_if_matches_the_compiler_layout(spec):
+    """The what-if mask of a conv is N:M where the compiler's pruned mask is (`is_nm`)."""
+    from tridesign.compiler.sparsity.prune_fns import is_nm
+
+    n, m = parse_method(spec).n, parse_method(spec).m
+    layer = _conv2(spec)
+    assert is_nm(layer.weight_mask.reshape(32, 16, 3, 3), n, m)
+    assert layer.weight_density == pytest.approx(n / m)
 
 
 def test_block_and_unstructured_and_pattern():

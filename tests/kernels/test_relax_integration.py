@@ -124,3 +124,42 @@ def test_weights_without_a_record_are_reported_dense() -> None:
     _, report = sparsify_module(mod, model, records={})
     assert len(report) == 5
     assert all(not d.sparse and d.reason == "no sparsity record for this weight" for d in report)
+
+
+def _nm_pruned_model() -> onnx.ModelProto:
+    """conv3x3 → relu → flatten → Gemm(transB) → MatMul, pruned nm:2:4 by the compiler's ONNX pass."""
+    from tridesign.compiler.sparsity import prune_onnx
+    from tridesign.sparsity_plan import load_plan
+
+    rng = np.random.default_rng(3)
+    w = {"conv": (8, 8, 3, 3), "fc": (12, 8 * 4 * 4), "mm": (12, 8)}  # Gemm [out, in], MatMul [in, out]
+    nodes = [
+        helper.make_node("Conv", ["x", "conv"], ["a"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("Flatten", ["r"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc"], ["g"], transB=1),
+        helper.make_node("MatMul", ["g", "mm"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.2).astype(np.float32), k) for k, s in w.items()]
+    graph = helper.make_graph(nodes, "nm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    prune_onnx(model, load_plan("nm:2:4"))
+    return model
+
+
+def test_compiler_nm_masks_run_on_the_nm_and_csr_kernels() -> None:
+    """N:M pruning groups a conv's input channels per kernel position (TensorRT's layout) and a
+    matmul's input features: the N:M kernel packs the Gemm and MatMul weights, the CSR conv takes the
+    conv's mask, and the module still computes what ORT computes on the pruned model."""
+    model = _nm_pruned_model()
+    x = np.random.default_rng(4).standard_normal((2, 8, 4, 4)).astype(np.float32)
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    rewritten, report = sparsify_module(from_onnx(model, keep_params_in_input=False), model,
+                                        SparsePolicy(max_density=0.5, max_density_narrow=0.5))
+    kernels = {d.weight: d.kernel for d in report}
+    assert kernels["fc"].startswith("nm_matmul") and kernels["mm"].startswith("nm_matmul")
+    assert kernels["conv"].startswith("sparse_conv2d")
+    vm = relax.VirtualMachine(tvm.compile(rewritten, target=tvm_target("host")), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x, tvm.cpu())).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

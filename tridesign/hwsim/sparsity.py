@@ -164,12 +164,7 @@ def _draw_mask(method: Method, layer: Layer, rng: np.random.Generator) -> np.nda
     rows, K = layer.groups * layer.N, layer.K
     magnitude = np.abs(rng.standard_normal((rows, K)))
     if isinstance(method, NM):
-        pad = (-K) % method.m
-        grouped = np.pad(magnitude, ((0, 0), (0, pad))).reshape(rows, -1, method.m)
-        keep = np.argsort(-grouped, axis=2)[:, :, :method.n]
-        mask = np.zeros_like(grouped, dtype=bool)
-        np.put_along_axis(mask, keep, True, axis=2)
-        return mask.reshape(rows, -1)[:, :K]
+        return _nm(magnitude, method, layer.kernel_elems)
     if isinstance(method, Unstructured):
         return magnitude >= np.quantile(magnitude, method.sparsity)
     if isinstance(method, Block):
@@ -178,6 +173,25 @@ def _draw_mask(method: Method, layer: Layer, rng: np.random.Generator) -> np.nda
         kept = blocks >= np.quantile(blocks, method.sparsity)
         return np.kron(kept, np.ones((bh, bw), dtype=bool))[:rows, :K].astype(bool)
     return _pattern3x3(magnitude, method.sparsity, layer)  # the last of DRAWABLE but dense
+
+
+def _nm(magnitude: np.ndarray, method: NM, kernel_elems: int) -> np.ndarray:
+    """N of every M consecutive input channels at each kernel position, as the compiler prunes a conv
+    (the layout TensorRT's sparse tensor cores run); along K for a matmul (`kernel_elems` 1).
+
+    A row of K is channel-major (in/g, kernel), so the channels of one kernel position are `kernel_elems`
+    apart; a last, shorter group keeps min(N, its length), as in the compiler.
+    """
+    rows, K = magnitude.shape
+    by_position = magnitude.reshape(rows, -1, kernel_elems).transpose(0, 2, 1)  # (rows, kernel, in/g)
+    channels = by_position.shape[2]
+    pad = (-channels) % method.m
+    grouped = np.pad(by_position, ((0, 0), (0, 0), (0, pad)), constant_values=-np.inf)
+    grouped = grouped.reshape(rows, kernel_elems, -1, method.m)
+    keep = np.argsort(-grouped, axis=3)[..., :method.n]
+    mask = np.zeros_like(grouped, dtype=bool)
+    np.put_along_axis(mask, keep, True, axis=3)
+    return mask.reshape(rows, kernel_elems, -1)[:, :, :channels].transpose(0, 2, 1).reshape(rows, K)
 
 
 def _pattern3x3(magnitude: np.ndarray, ratio: float, layer: Layer) -> np.ndarray:

@@ -53,6 +53,7 @@ class Layer:
     weight_pattern: str = "dense"
     weight_layout: str = "nk"  # how the stored weight is laid out: conv/Gemm-transB "nk", MatMul "kn"
     weight_mask: np.ndarray | None = field(default=None, repr=False)  # (groups*N, K) when sparse
+    kernel_elems: int = 1  # kh*kw of a conv (K = in/groups * kernel_elems, channel-major); 1 for a matmul
     inputs: list[tuple[str, int]] = field(default_factory=list)  # (producing tensor, elements)
     output: str = ""
 
@@ -156,6 +157,7 @@ def _conv(node: onnx.NodeProto, name: str, inp: list[int], w: list[int], out: li
         M=batch * math.prod(spatial_out), K=cin_g * math.prod(kernel), N=kout // groups, groups=groups,
         ifmap_elems=batch * cin * math.prod(inp[2:]), filter_elems=math.prod(w), ofmap_elems=math.prod(out),
         spatial=len(spatial_out) >= 2, scalesim_M=batch * math.prod(ss_out), weight_name=node.input[1],
+        kernel_elems=math.prod(kernel),
     )
 
 

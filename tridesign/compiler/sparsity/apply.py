@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tridesign.compiler.sparsity import prune_fns
-from tridesign.compiler.sparsity.importance import as_matrix, from_matrix, magnitude
+from tridesign.compiler.sparsity.importance import as_matrix, as_nm_matrix, from_matrix, from_nm_matrix, magnitude
 from tridesign.compiler.sparsity.pattern import is_pattern_conv, pattern_mask
 from tridesign.compiler.sparsity.report import LayerRecord
 from tridesign.errors import UsageError
@@ -40,17 +40,23 @@ def group_layers(names: list[str], plan: SparsityPlan) -> dict[Method, list[str]
     return groups
 
 
+def _block_mask(spec: Block, w: Weight) -> np.ndarray:
+    mask = prune_fns.block_mask(as_matrix(w.values, w.transposed), spec.sparsity, spec.shape)
+    return from_matrix(mask, w.values.shape, w.transposed)
+
+
+def _nm_mask(spec: NM, w: Weight) -> np.ndarray:
+    """N:M groups along a conv's input channels at each (out, kh, kw), so TensorRT can run it sparse;
+    along the input features of a Gemm/MatMul/Linear weight. The torch pass, the ONNX pass and the
+    iterative schedule all prune N:M here."""
+    mask = prune_fns.nm_mask(as_nm_matrix(w.values, w.transposed), spec.n, spec.m)
+    return from_nm_matrix(mask, w.values.shape, w.transposed)
+
+
 def _matrix_masks(spec: Block | NM, weights: dict[str, Weight], names: list[str]) -> dict[str, np.ndarray]:
-    masks = {}
-    for name in names:
-        w = weights[name]
-        mat = as_matrix(w.values, w.transposed)
-        if isinstance(spec, Block):
-            m = prune_fns.block_mask(mat, spec.sparsity, spec.shape)
-        else:
-            m = prune_fns.nm_mask(mat, spec.n, spec.m)
-        masks[name] = from_matrix(m, w.values.shape, w.transposed)
-    return masks
+    if isinstance(spec, Block):
+        return {name: _block_mask(spec, weights[name]) for name in names}
+    return {name: _nm_mask(spec, weights[name]) for name in names}
 
 
 def compute_records(

@@ -3,7 +3,12 @@
 Scores are computed on a weight's 2-D *matrix view* -- rows are output channels, columns the
 reduction axis (``in/groups * kh * kw`` for a conv, ``in`` for a linear layer) -- because that
 is the matrix the sparse kernels multiply (`tridesign.kernels.formats` packs the same view), so a
-block or an N:M group here is a block or a group there.
+block here is a block there.
+
+N:M groups use the *N:M view* instead (`as_nm_matrix`): a conv's rows are (out, kh, kw) positions and
+its columns the input channels, the layout NVIDIA's sparse tensor cores run. For a linear, Gemm or
+MatMul weight the two views are the same (out, in) matrix, so the CPU N:M kernel, which packs
+MatMul/Gemm weights on the matrix view, sees the groups the pruning made.
 """
 
 from __future__ import annotations
@@ -20,6 +25,29 @@ def as_matrix(weight: np.ndarray, transposed: bool = False) -> np.ndarray:
 
 def from_matrix(matrix: np.ndarray, shape: tuple[int, ...], transposed: bool = False) -> np.ndarray:
     return matrix.T.reshape(shape) if transposed else matrix.reshape(shape)
+
+
+def as_nm_matrix(weight: np.ndarray, transposed: bool = False) -> np.ndarray:
+    """The view whose rows N:M groups run along: (out*kh*kw, in/g) for a conv (O, I/g, kh, kw).
+
+    TensorRT runs a conv on sparse tensor cores only if, at each kernel position of each filter,
+    every 4 consecutive input channels hold at most 2 non-zeros (apex ASP's `m4n2_1d` on the same
+    permuted view): its implicit GEMM reduces over channels innermost. Grouping the flattened
+    (in/g*kh*kw) row instead would mix kernel positions and channels in one group. Any number of
+    spatial dimensions works (1-D and 3-D convs too); 2-D weights use `as_matrix` (`transposed`
+    for an (in, out) MatMul weight), whose columns are already the input features.
+    """
+    if weight.ndim <= 2:
+        return as_matrix(weight, transposed)
+    return np.moveaxis(weight, 1, -1).reshape(-1, weight.shape[1])
+
+
+def from_nm_matrix(matrix: np.ndarray, shape: tuple[int, ...], transposed: bool = False) -> np.ndarray:
+    """Inverse of `as_nm_matrix`: back to the weight's own `shape` (a contiguous array)."""
+    if len(shape) <= 2:
+        return from_matrix(matrix, shape, transposed)
+    by_position = matrix.reshape(shape[0], *shape[2:], shape[1])
+    return np.ascontiguousarray(np.moveaxis(by_position, -1, 1))
 
 
 def magnitude(weight: np.ndarray) -> np.ndarray:

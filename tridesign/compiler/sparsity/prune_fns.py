@@ -4,13 +4,16 @@ Every function hits its target exactly where the shape allows it: a layer of n w
 sparsity s keeps ``round((1 - s) * n)`` weights (ties are broken by position, never by keeping
 extra), N:M keeps exactly N of every full group of M, and block pruning keeps whole blocks. The
 torch pass and the ONNX pass both call these, so a model pruned either way gets the same masks.
+N:M groups run along a conv's input channels at each kernel position (`importance.as_nm_matrix`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from tridesign.compiler.sparsity.importance import block_norms
+from tridesign.compiler.sparsity.importance import as_nm_matrix, block_norms
+
+TENSORRT_N, TENSORRT_M = 2, 4  # the pattern TensorRT's sparse weights need (Ampere and later tensor cores)
 
 
 def keep_count(size: int, sparsity: float) -> int:
@@ -59,9 +62,12 @@ def block_mask(matrix: np.ndarray, sparsity: float, block: tuple[int, int]) -> n
 
 
 def nm_mask(matrix: np.ndarray, n: int, m: int) -> np.ndarray:
-    """Keep the N largest of every M consecutive entries of each row (the sparse-tensor-core layout).
+    """Keep the N largest of every M consecutive entries of each row of `matrix`.
 
-    A last, shorter group (columns not divisible by M) keeps min(N, its length) entries.
+    Pass the weight's `as_nm_matrix` view to get the sparse-tensor-core layout. A last, shorter
+    group (columns not divisible by M) keeps min(N, its length) entries: a conv whose input
+    channels per group are fewer than M (a depthwise conv, an RGB stem under 2:4) is one short group
+    per kernel position, so a depthwise conv keeps every weight when N >= 1.
     """
     rows, k = matrix.shape
     kp = -(-k // m) * m
@@ -74,8 +80,30 @@ def nm_mask(matrix: np.ndarray, n: int, m: int) -> np.ndarray:
     return keep.reshape(rows, kp)[:, :k]
 
 
-def is_nm(matrix: np.ndarray, n: int, m: int) -> bool:
-    """Does every full group of M consecutive entries hold at most N non-zeros?"""
-    k = matrix.shape[1] // m * m
-    groups = (matrix[:, :k] != 0).reshape(matrix.shape[0], -1, m)
-    return bool((groups.sum(axis=2) <= n).all())
+def is_nm(weight: np.ndarray, n: int, m: int, transposed: bool = False) -> bool:
+    """Does every group of M consecutive input channels (or input features) hold at most N non-zeros?
+
+    `weight` is as stored (a conv's (O, I/g, kh, kw) tensor, `transposed` for an (in, out) matrix);
+    the groups are those `nm_mask` makes on `as_nm_matrix`, a last, shorter group included, which
+    is zero-padded to M as `kernels.formats.NM.pack` pads it.
+    """
+    matrix = as_nm_matrix(weight, transposed)
+    rows, k = matrix.shape
+    padded = np.zeros((rows, -(-k // m) * m), dtype=bool)
+    padded[:, :k] = matrix != 0
+    return bool((padded.reshape(rows, -1, m).sum(axis=2) <= n).all())
+
+
+def tensorrt_2to4_ready(weight: np.ndarray, transposed: bool = False) -> bool:
+    """Can TensorRT run this Conv/Gemm/MatMul weight on 2:4 sparse tensor cores?
+
+    True when its input channels (per group) are a multiple of 4 and every 4 consecutive ones hold
+    at most 2 non-zeros at each (out, kh, kw) position (at each output feature for a matrix). The
+    check TensorRT's developer guide gives for sparse weights assumes the channel count divides by
+    4, so a weight with a ragged last group (a 3-channel stem) is reported not ready rather than
+    trusted to however TensorRT pads it. A deployment step asks this before enabling TensorRT's
+    sparse weights (`kSPARSE_WEIGHTS`); whether TensorRT then picks a sparse tactic is its choice.
+    """
+    if weight.ndim < 2 or as_nm_matrix(weight, transposed).shape[1] % TENSORRT_M:
+        return False
+    return is_nm(weight, TENSORRT_N, TENSORRT_M, transposed)
