@@ -25,10 +25,11 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest tests
 
-# Opt-in: an aarch64 artifact run under qemu-user in an arm64 Debian root (docs/targets.md).
+# Opt-in: an aarch64 artifact, and an aarch64 bundle on its own runner, run under qemu-user in an
+# arm64 Debian root (docs/targets.md, docs/deploy.md).
 test-cross: $(STAMP)
 	bash scripts/cross_root.sh .cross/arm64-root
-	TRIDESIGN_CROSS=1 $(BIN)/python -m pytest tests/tvm/test_cross.py -m cross -v
+	TRIDESIGN_CROSS=1 $(BIN)/python -m pytest tests/tvm/test_cross.py tests/deploy/test_cross_bundle.py -m cross -v
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/compile_latency.py

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "tridesign"
 DOC = ROOT / "docs" / "architecture.md"
 # What runs where only an inference engine exists (and the contracts they share): never torch.
-TORCH_FREE = ("deploy", "data", "zo", "kernels", "hwsim", "contracts")
+TORCH_FREE = ("deploy", "data", "zo", "kernels", "hwsim", "board", "contracts")
 
 
 def documented_layers() -> dict[str, int]:
@@ -153,3 +153,14 @@ def test_importing_the_compiler_and_the_zoo_does_not_import_torch() -> None:
     longer to build ResNet-20's convolutions."""
     code = "import sys, tridesign.compiler.pipeline, tridesign.cli.main, tridesign.models; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_the_board_runner_imports_nothing_of_tridesign(graph) -> None:
+    """tridesign/board ships inside bundles as `tridesign_board`: only relative imports within it."""
+    outside = sorted(f"{m} -> {d}" for m, deps in graph.items() if m.startswith("tridesign.board") for d in deps
+                     if not d.startswith("tridesign.board"))
+    assert not outside, outside
+    for path in (PACKAGE / "board").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                assert not (node.module or "").startswith("tridesign"), f"{path.name}: absolute import of {node.module}"

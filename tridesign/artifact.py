@@ -26,14 +26,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tridesign.annotations import WeightSparsity
 from tridesign.atomic import write_text_atomic
+from tridesign.board import tvm_module
 from tridesign.errors import TridesignError, UsageError
 
 MODEL_FILE = "model.onnx"
 FP32_FILE = "model.fp32.onnx"
 INPUTS_FILE = "inputs.npz"
 REFERENCE_FILE = "reference_outputs.npz"
+# Input/output names in call order, so a TVM module runs without the ONNX file; named where the
+# board reads it (tridesign/board ships inside bundles and imports nothing from here).
+TVM_IO_FILE = tvm_module.IO_FILE
 MANIFEST_FILE = "manifest.json"
-TVM_IO_FILE = "tvm_io.json"  # input/output names in call order, so a TVM module runs without the ONNX file
 TUNING_DIR = "tuning"  # the tuning records a TVM build saw, copied so the build can be reproduced
 
 FORMAT = "tridesign-artifact/1"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import re
 import shutil
@@ -22,6 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tridesign.board.tvm_module import configure_tvm_threads, keep_scratch_memory, usable_cores
 from tridesign.errors import UsageError
 
 AARCH64_TRIPLE = "aarch64-linux-gnu"
@@ -119,50 +119,10 @@ def configure_tvm_runtime() -> None:
     _RUNTIME_CONFIGURED = True
 
 
-def keep_scratch_memory() -> bool:
-    """Stop glibc from handing freed scratch memory back to the OS; True where that applied.
-
-    TVM kernels take their scratch (a conv's padded input copy, Winograd's transformed tiles: up
-    to 7 MB per ResNet-18 layer) from a workspace pool that frees and reallocates a block when
-    consecutive kernels ask for different sizes, and glibc serves blocks of 128 KiB and more with
-    mmap and unmaps them on free, so inside a network every kernel page-faulted its scratch back in.
-    Measured on ResNet-18 (2 cores): a Winograd 28×28 layer took 1.42 ms in the network against
-    0.66 ms alone, and 0.72 ms in the network with this; the whole network 27.9 → 20.6 ms. The
-    mmap threshold goes to glibc's maximum (32 MiB) and trimming off, so freed blocks stay in the
-    heap for the next kernel. Processes without glibc keep their allocator's behaviour.
-    """
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    import ctypes
-
-    libc = ctypes.CDLL(None)
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
-
-
-def configure_tvm_threads() -> int:
-    """Size TVM's CPU thread pool to the cores this process may use, unless TVM_NUM_THREADS is set.
-
-    TVM's default is half the hardware threads on x86 (it assumes SMT siblings), which on a 2-core
-    VM is a single thread: every TVM run was single-threaded against a two-thread ONNX Runtime.
-    TVM reads the variable when it first creates its pool, so this runs before the first TVM module
-    is built or loaded (configure_tvm_runtime); MetaSchedule's runner processes inherit it.
-    """
-    os.environ.setdefault("TVM_NUM_THREADS", str(_usable_cores()))
-    return int(os.environ["TVM_NUM_THREADS"])
-
-
-def _usable_cores() -> int:
-    """Cores this process may run on (a container's CPU set, not the machine's total)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def detect_host(cpuinfo: str | None = None, machine: str | None = None, cores: int | None = None) -> TargetSpec:
     """The target of this machine: ISA level from /proc/cpuinfo flags, and the usable core count."""
     machine = machine or platform.machine()
-    cores = cores or _usable_cores()
+    cores = cores or usable_cores()
     flags = host_cpu_flags() if cpuinfo is None else _cpuinfo_flags(cpuinfo)
     if machine in ("x86_64", "AMD64"):
         mcpu, triple = x86_level(flags), "x86_64-linux-gnu"

@@ -171,25 +171,52 @@ def _profile_remote(
 
 
 def run_cmd(
-    artifact: Annotated[Path, typer.Argument(help="Artifact directory.")],
-    input: Annotated[Path, typer.Option("--input", help=".npz with one array per model input name.")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output .npz, one array per output name.")],
+    artifact: Annotated[Path, typer.Argument(help="A bundle (.tar.gz or folder, from `tridesign deploy`) or an artifact directory.")],
+    input: Annotated[Optional[Path], typer.Option("--input", help=".npz with one array per model input name (a bundle defaults to its reference inputs).")] = None,
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Output .npz, one array per output name.")] = None,
+    engine: Annotated[str, typer.Option(help="Bundles: auto, tensorrt, tvm or onnxruntime.")] = "auto",
+    repeat: Annotated[int, typer.Option(help="Bundles: timed runs.")] = 50,
+    warmup: Annotated[int, typer.Option(help="Bundles: untimed warm-up runs.")] = 5,
+    json_out: JsonFlag = False,
 ) -> None:
-    """Run a compiled artifact on your inputs and write its outputs."""
+    """Run a bundle (check, run, compare with its reference, time) or an artifact on your inputs."""
     from tridesign.atomic import atomic_file
+    from tridesign.deploy.bundle import is_bundle
+
+    inputs = _read_npz(input) if input is not None else None
+    if is_bundle(artifact):
+        from tridesign.cli.deploy import print_bundle_report
+        from tridesign.deploy import bundle
+
+        report, outputs = bundle.run(artifact, inputs, engine, repeat, warmup)
+        if json_out:
+            emit_json(report)
+        else:
+            print_bundle_report(report)
+        if out is not None:
+            with atomic_file(out) as handle:
+                np.savez(handle, **outputs)
+        if not report.get("passed", True):
+            raise TridesignError("the bundle's outputs differ from its reference outputs beyond the stated tolerance")
+        return
     from tridesign.compiler.run import run_artifact
 
-    if not input.is_file():
-        raise TridesignError(f"{input}: no such file")
-    try:
-        with np.load(input) as data:
-            inputs = {k: data[k] for k in data.files}
-    except (ValueError, OSError) as err:
-        raise TridesignError(f"{input} is not a readable .npz file ({err})") from None
+    if inputs is None or out is None:
+        raise UsageError("running an artifact needs --input FILE.npz and -o OUT.npz")
     outputs = run_artifact(artifact, inputs)
     with atomic_file(out) as handle:
         np.savez(handle, **outputs)
     stdout.print(f"wrote {', '.join(f'{k} {list(v.shape)}' for k, v in outputs.items())} to {out}")
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise TridesignError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (ValueError, OSError) as err:
+        raise TridesignError(f"{path} is not a readable .npz file ({err})") from None
 
 
 def demo_cmd(

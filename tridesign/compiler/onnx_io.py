@@ -7,7 +7,6 @@ optimizer) and re-runs the checker and shape inference, so backends see one well
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +17,6 @@ from tridesign.errors import TridesignError
 
 TARGET_OPSET = 17
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_onnx(path: Path) -> onnx.ModelProto:

@@ -37,6 +37,7 @@ from tridesign.artifact import (
 )
 from tridesign.annotations import read_weight_sparsity
 from tridesign.atomic import atomic_dir, check_writable_parent
+from tridesign.board.check import sha256_file
 from tridesign.compiler import onnx_io, passes
 from tridesign.compiler.backends import get_backend
 from tridesign.compiler.export import export_verified
@@ -83,7 +84,7 @@ def resolve_source(source: str, options: CompileOptions) -> Source:
 
         pruned = passes.prune_user_onnx(model, options)
         described = OnnxSource(
-            path=str(path.resolve()), sha256=onnx_io.sha256_file(path), opset_in=original_opset, sparsity=pruned.get("sparsity")
+            path=str(path.resolve()), sha256=sha256_file(path), opset_in=original_opset, sparsity=pruned.get("sparsity")
         )
         return model, make_inputs(options.seed), passes.calibration_batches(make_inputs, options.seed), described
     spec = get_model(source)  # a one-line "unknown model" usage error listing the known names
