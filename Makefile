@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/tridesign demo --out reports/demo
 
-# The default suite (~15 min on 2 cores: 14:48 on a Zen 3 VM); `slow` tests (training from scratch, SCALE-Sim calibration,
+# The default suite (~15 min on 2 cores: 12:00 on a quiet Zen 3 VM, 525 tests); `slow` tests (training from scratch, SCALE-Sim calibration,
 # whole-chain models whose parts are tested separately) run with `make test-all`.
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow" --durations=15
