@@ -232,3 +232,14 @@ def test_board_modules_import_no_tridesign_and_no_torch():
             if path.name in own:
                 foreign = roots - set(sys.stdlib_module_names) - own[path.name]
                 assert not foreign, f"{path.name}:{node.lineno} imports {foreign}"
+
+
+@pytest.mark.jetson
+def test_the_board_power_is_sampled_on_a_real_jetson() -> None:
+    """On a Jetson (tegrastats or INA3221 present): a second of sampling gives a plausible board power."""
+    reason = PowerSampler.available()
+    if reason is not None:
+        pytest.skip(f"not a Jetson: {reason}")
+    with PowerSampler(interval_ms=100) as power:
+        time.sleep(1.0)
+    assert power.samples and 0.5 < power.mean_w < 100.0
