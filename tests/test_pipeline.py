@@ -93,3 +93,10 @@ def test_not_an_artifact_errors(tmp_path):
         load_manifest(tmp_path / "nothing")
     with pytest.raises(TridesignError, match="no manifest.json"):
         load_manifest(tmp_path)
+
+
+def test_an_artifact_directory_compiles_again_from_its_model(ort_artifact, tmp_path):
+    """open_source: an artifact as SOURCE is its verified model.onnx (for another backend or target)."""
+    manifest = compile_artifact(str(ort_artifact), CompileOptions(backend="ort"), tmp_path / "again")
+    assert manifest.source.kind == "onnx" and manifest.source.path == str((ort_artifact / "model.onnx").resolve())
+    assert manifest.verification.passed
