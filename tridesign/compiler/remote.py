@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from tridesign.artifact import INPUTS_FILE, REFERENCE_FILE, TVM_IO_FILE, load_npz
+from tridesign.board.tvm_module import flatten
 from tridesign.errors import TridesignError, UsageError
 from tridesign.targets import get_target
 
@@ -118,7 +119,7 @@ def profile_remote(
         vm.invoke_stateful("main")
     timer = vm.time_evaluator("invoke_stateful", device, number=1, repeat=repeat)
     times_ms = np.asarray(timer("main").results) * 1e3
-    outputs = _flatten(vm.get_outputs("main"))
+    outputs = flatten(vm.get_outputs("main"))
     return {
         "remote": f"tracker {tracker[0]}:{tracker[1]} key {key}" if tracker else f"{host}:{port}",
         "device": "cuda" if device.dlpack_device_type() % 128 == tvm.cuda().dlpack_device_type() else "cpu",
@@ -135,12 +136,6 @@ def profile_remote(
         },
         "max_abs_err": _max_error(artifact_dir, io["outputs"], outputs),
     }
-
-
-def _flatten(value: Any) -> list[np.ndarray]:
-    if hasattr(value, "numpy"):
-        return [value.numpy()]
-    return [array for item in value for array in _flatten(item)]
 
 
 def _max_error(artifact_dir: Path, names: list[str], outputs: list[np.ndarray]) -> float | None:
