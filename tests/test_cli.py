@@ -97,3 +97,12 @@ def test_interrupt_leaves_no_half_written_artifact(tmp_path):
     assert proc.returncode != 0
     assert "Traceback" not in rest
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compile_says_which_config_it_built_when_none_was_asked_for(tmp_path, cli):
+    done = cli("compile", "resnet20", "-o", str(tmp_path / "a"), "--json")
+    assert done.returncode == 0, done.stderr
+    assert "building the tiny config of resnet20 (--config paper for the published size)" in done.stderr
+    assert json.loads(done.stdout)["source"]["config"] == "tiny"
+    done = cli("compile", "resnet20", "--config", "tiny", "-o", str(tmp_path / "b"))
+    assert done.returncode == 0 and "tiny config" not in done.stderr

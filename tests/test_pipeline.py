@@ -100,3 +100,13 @@ def test_an_artifact_directory_compiles_again_from_its_model(ort_artifact, tmp_p
     manifest = compile_artifact(str(ort_artifact), CompileOptions(backend="ort"), tmp_path / "again")
     assert manifest.source.kind == "onnx" and manifest.source.path == str((ort_artifact / "model.onnx").resolve())
     assert manifest.verification.passed
+
+
+def test_a_tvm_artifact_records_the_batch_it_was_built_for(tmp_path):
+    """TVM specialises the symbolic batch: the manifest says so, and `run` refuses another batch up
+    front with one line instead of failing inside TVM."""
+    manifest = compile_artifact("resnet20", CompileOptions(backend="tvm"), tmp_path / "tvm")
+    assert manifest.inputs[0].shape == [1, 3, 32, 32]
+    assert run_artifact(tmp_path / "tvm", {"input": np.zeros((1, 3, 32, 32), np.float32)})["logits"].shape == (1, 10)
+    with pytest.raises(UsageError, match=r"shape \[4, 3, 32, 32\], expected \[1, 3, 32, 32\]"):
+        run_artifact(tmp_path / "tvm", {"input": np.zeros((4, 3, 32, 32), np.float32)})

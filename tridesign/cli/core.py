@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from tridesign.cli.output import emit_json, human, stdout, table
+from tridesign.cli.output import emit_json, human, model_config, stdout, table
 from tridesign.errors import TridesignError, UsageError
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of a table.")]
@@ -79,7 +79,7 @@ def compile_cmd(
     prune: Annotated[Optional[str], typer.Option(help="Sparsity SPEC (unstructured:0.8, block:0.9:4x4, nm:2:4, pattern:4:0.9, channel:0.5, zograsp:0.9) or a per-layer YAML file.")] = None,
     finetune_steps: Annotated[int, typer.Option(help="First-order recovery steps after --prune (registered models with task data).")] = 0,
     quantize: Annotated[Optional[str], typer.Option(help="int8: static QDQ quantization, per-channel weights.")] = None,
-    config: Annotated[str, typer.Option(help="Model configuration for a registered model.")] = "tiny",
+    config: Annotated[Optional[str], typer.Option(help="Model configuration for a registered model (default: tiny, said on stderr).")] = None,
     batch: Annotated[int, typer.Option(help="Batch size of the example inputs.")] = 1,
     json_out: JsonFlag = False,
 ) -> None:
@@ -90,7 +90,7 @@ def compile_cmd(
 
     options = CompileOptions(
         backend=backend, target=target, tune_trials=tune, tuning_db=tuning_db, prune=load_plan(prune) if prune else None,
-        finetune_steps=finetune_steps, quantize=quantize, config=config, batch=batch,
+        finetune_steps=finetune_steps, quantize=quantize, config=model_config(source, config), batch=batch,
     )
     manifest = compile_artifact(source, options, out)
     if json_out:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from tridesign.cli.output import emit_json, stdout, table
+from tridesign.cli.output import emit_json, model_config, stdout, table
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 
@@ -21,7 +21,7 @@ def deploy_cmd(
     tune: Annotated[int, typer.Option(help="MetaSchedule tuning trials (tvm); 0 = untuned.")] = 0,
     prune: Annotated[Optional[str], typer.Option(help="Sparsity SPEC or per-layer YAML, as for compile.")] = None,
     quantize: Annotated[Optional[str], typer.Option(help="int8: static QDQ quantization, per-channel weights.")] = None,
-    config: Annotated[str, typer.Option(help="Model configuration for a registered model.")] = "tiny",
+    config: Annotated[Optional[str], typer.Option(help="Model configuration for a registered model (default: tiny, said on stderr).")] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Bundle a model for a target: verified ONNX, compiled module, reference data, board runner, README."""
@@ -31,7 +31,7 @@ def deploy_cmd(
 
     options = CompileOptions(
         backend=backend or ("ort" if target == "host" else "tvm"), target=target, tune_trials=tune,
-        prune=load_plan(prune) if prune else None, quantize=quantize, config=config,
+        prune=load_plan(prune) if prune else None, quantize=quantize, config=model_config(source, config),
     )
     meta = deploy(source, options, out, as_dir)
     if json_out:

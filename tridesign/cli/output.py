@@ -42,3 +42,16 @@ def human(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.3g} {unit}"
     return f"{n:.0f}"
+
+
+def model_config(source: str, config: str | None) -> str:
+    """The config to build; when SOURCE is a registered model and none was asked for, the tiny one,
+    said on stderr (a user who expected the published size finds out before reading any number)."""
+    if config is not None:
+        return config
+    from tridesign.artifact import open_source
+    from tridesign.progress import stderr
+
+    if open_source(source).kind == "registered":
+        stderr.print(f"[yellow]note:[/] building the tiny config of {source} (--config paper for the published size)")
+    return "tiny"

@@ -178,7 +178,7 @@ def compile_artifact(source: str, options: CompileOptions, out_dir: Path) -> Man
             compile_seconds=round(compile_s, 3),
             quantization=quantization,
             versions=package_versions("onnx", "onnxruntime", "apache-tvm", "numpy", "torch"),
-            inputs=[TensorSpec(**t) for t in signature["inputs"]],
+            inputs=[TensorSpec(**t) for t in (result.fixed_inputs or signature["inputs"])],
             outputs=[TensorSpec(**t) for t in signature["outputs"]],
             weight_sparsity=read_weight_sparsity(compiled),
             sparse_layers=result.sparse_layers,

@@ -26,6 +26,9 @@ class CompileResult:
     tuning: dict[str, Any] = field(default_factory=dict)  # trials, records, kernels tuned, database path
     notes: list[str] = field(default_factory=list)  # anything the user must know (fallbacks, dense layers)
     sparse_layers: list[dict[str, Any]] = field(default_factory=list)  # per pruned layer: ran sparse or dense, and why
+    # The input shapes the build fixed (TVM specialises a symbolic batch): the manifest records
+    # these instead of the graph's symbolic names, so `run` refuses another batch up front.
+    fixed_inputs: list[dict[str, Any]] | None = None
 
 
 @dataclass

@@ -125,6 +125,7 @@ class TvmBackend:
             tuning=report,
             notes=notes,
             sparse_layers=list(front.rewrites.sparse_layers),
+            fixed_inputs=front.io["inputs"],
         )
 
     def load(self, artifact_dir: Path) -> TvmSession:
