@@ -98,3 +98,20 @@ def user_model():
 
 def has_gpu() -> bool:
     return shutil.which("nvidia-smi") is not None and subprocess.run(["nvidia-smi"], capture_output=True).returncode == 0
+
+
+# The arm64 Debian root of scripts/cross_root.sh, where `make test-cross` runs aarch64 builds under qemu.
+CROSS_ROOT = Path(os.environ.get("TRIDESIGN_CROSS_ROOT", REPO / ".cross" / "arm64-root"))
+CROSS_SITE = "/opt/tvm-site"  # the aarch64 TVM runtime and numpy, inside the root
+
+
+@pytest.fixture(scope="session")
+def arm_root() -> Path:
+    """The arm64 root, or a skip saying why not (opt-in, not built, not root)."""
+    if os.environ.get("TRIDESIGN_CROSS") != "1":
+        pytest.skip("opt-in: run `make test-cross`")
+    if not (CROSS_ROOT / ".debootstrap-done").exists() or not (CROSS_ROOT / CROSS_SITE.lstrip("/") / ".installed").exists():
+        pytest.skip(f"no arm64 root at {CROSS_ROOT}: run `make test-cross` (scripts/cross_root.sh builds it)")
+    if os.geteuid() != 0:
+        pytest.skip("chroot into the arm64 root needs root")
+    return CROSS_ROOT

@@ -17,7 +17,6 @@ exists and this process may chroot.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -31,9 +30,7 @@ from tridesign.workflows.deploy import deploy
 
 pytestmark = pytest.mark.cross
 
-REPO = Path(__file__).resolve().parents[2]
-ROOT = Path(os.environ.get("TRIDESIGN_CROSS_ROOT", REPO / ".cross" / "arm64-root"))
-SITE = "/opt/tvm-site"
+SITE = "/opt/tvm-site"  # tests/conftest.py CROSS_SITE: where the root has the aarch64 TVM runtime
 BUNDLE = "resnet20-aarch64"
 
 
@@ -43,17 +40,6 @@ def run_in_root(root: Path, bundle_dir: str, *args: str) -> subprocess.Completed
     chroot = shutil.which("chroot") or "/usr/sbin/chroot"
     command = [chroot, str(root), "python3", "-m", "tridesign_board", bundle_dir, *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-
-
-@pytest.fixture(scope="module")
-def arm_root() -> Path:
-    if os.environ.get("TRIDESIGN_CROSS") != "1":
-        pytest.skip("opt-in: run `make test-cross`")
-    if not (ROOT / ".debootstrap-done").exists() or not (ROOT / SITE.lstrip("/") / ".installed").exists():
-        pytest.skip(f"no arm64 root at {ROOT}: run `make test-cross` (scripts/cross_root.sh builds it)")
-    if os.geteuid() != 0:
-        pytest.skip("chroot into the arm64 root needs root")
-    return ROOT
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ the host build and with ONNX Runtime. Opt-in: marked `cross`, selected only by `
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -22,9 +21,7 @@ from tridesign.compiler.options import CompileOptions
 
 pytestmark = pytest.mark.cross
 
-REPO = Path(__file__).resolve().parents[2]
-ROOT = Path(os.environ.get("TRIDESIGN_CROSS_ROOT", REPO / ".cross" / "arm64-root"))
-SITE = "/opt/tvm-site"
+SITE = "/opt/tvm-site"  # tests/conftest.py CROSS_SITE: where the root has the aarch64 TVM runtime
 
 # The device side needs only numpy and the TVM runtime: load the module, run the VM, save outputs.
 RUNNER = """
@@ -39,21 +36,10 @@ np.save(work + "/output.npy", vm["main"](tvm.runtime.tensor(x)).numpy())
 """
 
 
-def run_in_root(*command: str) -> subprocess.CompletedProcess:
+def run_in_root(root: Path, *command: str) -> subprocess.CompletedProcess:
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": SITE, "HOME": "/root"}
     chroot = shutil.which("chroot") or "/usr/sbin/chroot"
-    return subprocess.run([chroot, str(ROOT), *command], env=env, capture_output=True, text=True, timeout=900)
-
-
-@pytest.fixture(scope="module")
-def arm_root() -> Path:
-    if os.environ.get("TRIDESIGN_CROSS") != "1":
-        pytest.skip("opt-in: run `make test-cross`")
-    if not (ROOT / ".debootstrap-done").exists() or not (ROOT / SITE.lstrip("/") / ".installed").exists():
-        pytest.skip(f"no arm64 root at {ROOT}: run `make test-cross` (scripts/cross_root.sh builds it)")
-    if os.geteuid() != 0:
-        pytest.skip("chroot into the arm64 root needs root")
-    return ROOT
+    return subprocess.run([chroot, str(root), *command], env=env, capture_output=True, text=True, timeout=900)
 
 
 def test_aarch64_artifact_matches_host_under_qemu(arm_root, tvm_backend, tvm_resnet20, resnet20_onnx, empty_db, tmp_path):
@@ -68,7 +54,7 @@ def test_aarch64_artifact_matches_host_under_qemu(arm_root, tvm_backend, tvm_res
         np.save(work / "input.npy", x)
         (work / "run.py").write_text(RUNNER)
         inside = "/" + str(work.relative_to(arm_root))
-        proc = run_in_root("python3", f"{inside}/run.py", inside)
+        proc = run_in_root(arm_root, "python3", f"{inside}/run.py", inside)
         assert proc.returncode == 0, proc.stderr[-2000:]
         arm = np.load(work / "output.npy")
     finally:
