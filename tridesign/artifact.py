@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tridesign.annotations import WeightSparsity
 from tridesign.atomic import write_text_atomic
 from tridesign.board import tvm_module
+from tridesign.board.check import BoardError, load_arrays
 from tridesign.errors import TridesignError, UsageError
 
 MODEL_FILE = "model.onnx"
@@ -201,9 +202,15 @@ def parse_manifest(data: Any, where: Path | str = MANIFEST_FILE) -> Manifest:
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """An artifact's stored arrays (inputs, reference outputs) by name, read fully and closed."""
-    with np.load(path) as data:
-        return {name: data[name] for name in data.files}
+    """Arrays by name from an .npz (an artifact's inputs and reference outputs, a user's --input),
+    read fully, never unpickled; a missing or unreadable file is one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise TridesignError(f"{path}: no such file")
+    try:
+        return load_arrays(path)
+    except BoardError as err:
+        raise TridesignError(str(err)) from None
 
 
 @dataclass(frozen=True)

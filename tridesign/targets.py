@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from tridesign.board.tvm_module import configure_tvm_threads, keep_scratch_memory, usable_cores
+from tridesign.board.tvm_module import usable_cores
 from tridesign.errors import UsageError
 
 AARCH64_TRIPLE = "aarch64-linux-gnu"
@@ -99,24 +99,6 @@ def x86_level(flags: set[str]) -> str:
     if {"sse4_1", "sse4_2", "ssse3", "popcnt"} <= flags:
         return "x86-64-v2"
     return "x86-64"
-
-
-_RUNTIME_CONFIGURED = False
-
-
-def configure_tvm_runtime() -> None:
-    """Process settings every TVM run here needs: the thread pool size and scratch memory reuse.
-
-    Called where a TVM module is built or loaded (kernel builds, the TVM backend, its sessions,
-    tuning), never at import: an ONNX-Runtime-only run keeps the process's malloc settings. Once
-    per process; TVM reads the thread count when it first creates its pool.
-    """
-    global _RUNTIME_CONFIGURED
-    if _RUNTIME_CONFIGURED:
-        return
-    configure_tvm_threads()
-    keep_scratch_memory()
-    _RUNTIME_CONFIGURED = True
 
 
 def detect_host(cpuinfo: str | None = None, machine: str | None = None, cores: int | None = None) -> TargetSpec:

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +130,10 @@ def test_a_tampered_bundle_is_refused_with_one_line(ort_bundle, tmp_path, make, 
 
 
 @pytest.mark.parametrize("kind", ["../escape.txt", "/etc/evil", "symlink", "unlisted"])
-def test_members_outside_the_bundle_or_outside_its_list_are_refused(ort_bundle, tmp_path, kind) -> None:
+def test_members_outside_the_bundle_or_outside_its_list_are_refused(ort_bundle, tmp_path, tmp_path_factory, monkeypatch, kind) -> None:
+    # The archive is unpacked under the temporary folder: point it at one this test can inspect.
+    scratch = tmp_path_factory.mktemp("scratch")
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     bad = tmp_path / "bad.tar.gz"
     with tarfile.open(ort_bundle) as tar, tarfile.open(bad, "w:gz") as new:
         for member in tar.getmembers():
@@ -146,6 +150,7 @@ def test_members_outside_the_bundle_or_outside_its_list_are_refused(ort_bundle, 
     with pytest.raises(TridesignError, match=expected):
         bundle.run(bad, repeat=1, warmup=0)
     assert not (tmp_path.parent / "escape.txt").exists() and sorted(os.listdir(tmp_path)) == ["bad.tar.gz"]
+    assert not list(scratch.rglob("*")), "something was written beside the temporary bundle folder"
 
 
 def test_an_unpacked_bundle_with_a_changed_or_extra_file_is_refused(ort_bundle, tmp_path) -> None:

@@ -94,7 +94,7 @@ def test_tvm_runtime_settings_apply_in_this_process():
     import os
     import platform
 
-    from tridesign.targets import configure_tvm_threads, keep_scratch_memory
+    from tridesign.board.tvm_module import configure_tvm_threads, keep_scratch_memory
 
     assert configure_tvm_threads() == int(os.environ["TVM_NUM_THREADS"]) >= 1
     assert keep_scratch_memory() is (platform.libc_ver()[0] == "glibc")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .check import BoardError
-from .runner import load_arrays, run_bundle
+from .check import BoardError, load_arrays
+from .runner import run_bundle
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -98,10 +98,9 @@ def _tvm(root: Path, meta: dict[str, Any], engine_dir: Path) -> Opened:
         raise BoardError("the TVM runtime is not installed (pip install apache-tvm)") from None
     if tvm_meta["device"] == "cuda" and not tvm.cuda(0).exist:
         raise BoardError("the TVM module needs a CUDA GPU, and none is visible")
-    from .tvm_module import TvmModule, configure_tvm_threads, keep_scratch_memory
+    from .tvm_module import TvmModule, configure_tvm_runtime
 
-    configure_tvm_threads()
-    keep_scratch_memory()
+    configure_tvm_runtime()
     return Opened("tvm", TvmModule(root / tvm_meta["dir"], tvm_meta["device"]), "fp32")
 
 

@@ -6,23 +6,15 @@ mean power and energy per inference measured during the timed runs.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .check import BoardError, verify_dir
+from .check import BoardError, load_arrays, verify_dir
 from .engines import open_engine
-
-
-def load_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Arrays from an .npz, never unpickling objects."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
-    except (ValueError, OSError) as err:
-        raise BoardError(f"{path} is not a readable .npz file ({err})") from None
 
 
 def check_inputs(meta: dict[str, Any], inputs: dict[str, np.ndarray]) -> None:
@@ -105,16 +97,11 @@ def _timed(session, inputs: dict[str, np.ndarray], repeat: int, warmup: int) -> 
         session.run(inputs)
     times = np.empty(repeat)
     sampler = PowerSampler() if PowerSampler.available() is None else None
-    if sampler is not None:
-        sampler.__enter__()
-    try:
+    with sampler or contextlib.nullcontext():
         for i in range(repeat):
             start = time.perf_counter()
             session.run(inputs)
             times[i] = (time.perf_counter() - start) * 1000.0
-    finally:
-        if sampler is not None:
-            sampler.__exit__(None, None, None)
     if sampler is None or not sampler.samples:
         return times, None
     return times, {"mean_w": sampler.mean_w, "samples": len(sampler.samples), "source": sampler.source}

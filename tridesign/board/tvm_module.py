@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,18 @@ def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+@lru_cache(maxsize=1)
+def configure_tvm_runtime() -> None:
+    """Process settings every TVM run needs: the thread pool size and scratch memory reuse.
+
+    Called where a TVM module is built or loaded (kernel builds, the TVM backend and its sessions,
+    tuning, the board runner), never at import: an ONNX-Runtime-only run keeps the process's malloc
+    settings. Once per process; TVM reads the thread count when it first creates its pool.
+    """
+    configure_tvm_threads()
+    keep_scratch_memory()
 
 
 def configure_tvm_threads() -> int:

@@ -180,10 +180,11 @@ def run_cmd(
     json_out: JsonFlag = False,
 ) -> None:
     """Run a bundle (check, run, compare with its reference, time) or an artifact on your inputs."""
+    from tridesign.artifact import load_npz
     from tridesign.atomic import atomic_file
     from tridesign.deploy.bundle import is_bundle
 
-    inputs = _read_npz(input) if input is not None else None
+    inputs = load_npz(input) if input is not None else None
     if is_bundle(artifact):
         from tridesign.cli.deploy import print_bundle_report
         from tridesign.deploy import bundle
@@ -207,16 +208,6 @@ def run_cmd(
     with atomic_file(out) as handle:
         np.savez(handle, **outputs)
     stdout.print(f"wrote {', '.join(f'{k} {list(v.shape)}' for k, v in outputs.items())} to {out}")
-
-
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise TridesignError(f"{path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (ValueError, OSError) as err:
-        raise TridesignError(f"{path} is not a readable .npz file ({err})") from None
 
 
 def demo_cmd(

@@ -16,7 +16,6 @@ import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import tridesign.board
 from tridesign import __version__
 from tridesign.artifact import INPUTS_FILE, MODEL_FILE, REFERENCE_FILE, TVM_IO_FILE, Manifest, load_manifest
 from tridesign.atomic import atomic_dir, atomic_file, check_writable_parent
-from tridesign.board.check import BUNDLE_FILE, FORMAT, BoardError, extract, sha256_file, verify_dir
+from tridesign.board.check import BUNDLE_FILE, FORMAT, BoardError, extract, sha256_file
 from tridesign.board.runner import run_bundle
 from tridesign.errors import TridesignError
 from tridesign.targets import get_target
@@ -115,7 +114,6 @@ def pack(artifact_dir: Path, out: Path, as_dir: bool = False, sparse_2to4: bool 
             for p in sorted(root.rglob("*")) if p.is_file()
         }
         (root / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
-        verify_dir(root)
         if as_dir:
             with atomic_dir(out, BUNDLE_FILE) as tmp:
                 shutil.copytree(root, tmp, dirs_exist_ok=True)
@@ -137,37 +135,28 @@ def is_bundle(path: Path) -> bool:
     return (path / BUNDLE_FILE).is_file() or (path.is_file() and path.name.endswith((".tar.gz", ".tgz")))
 
 
-@contextlib.contextmanager
-def opened(path: Path) -> Iterator[Path]:
-    """An unpacked, verified bundle folder: the folder itself, or the archive unpacked into a
-    temporary folder that is removed afterwards (nothing is written outside it)."""
-    path = Path(path)
-    try:
-        if path.is_dir():
-            verify_dir(path)
-            yield path
-            return
-        if not path.is_file():
-            raise TridesignError(f"{path}: no such file")
-        with tempfile.TemporaryDirectory(prefix="tridesign-bundle-") as scratch:
-            root = Path(scratch) / bundle_name(path)
-            root.mkdir()
-            extract(path, root)
-            yield root
-    except BoardError as err:
-        raise TridesignError(str(err)) from None
-
-
 def run(
     path: Path, inputs: dict[str, np.ndarray] | None = None, engine: str = "auto", repeat: int = 50, warmup: int = 5
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """`tridesign run BUNDLE`: check, run and compare a bundle here, with the board's own runner."""
+    """`tridesign run BUNDLE`: check, run and compare a bundle here, with the board's own runner.
+
+    A folder runs where it is; an archive is unpacked member by member into a temporary folder that
+    is removed afterwards (nothing is written outside it). The runner checks every file's sha256
+    before it loads anything, so the files are hashed once per run.
+    """
     path = Path(path)
     engine_dir = path.with_name(f"{bundle_name(path)}.engines")
-    with opened(path) as root:
-        try:
+    try:
+        with contextlib.ExitStack() as stack:
+            root = path
+            if not path.is_dir():
+                if not path.is_file():
+                    raise TridesignError(f"{path}: no such file")
+                root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tridesign-bundle-"))) / bundle_name(path)
+                root.mkdir()
+                extract(path, root)
             report, outputs = run_bundle(root, inputs, engine, repeat, warmup, engine_dir)
-        except BoardError as err:
-            raise TridesignError(str(err)) from None
+    except BoardError as err:
+        raise TridesignError(str(err)) from None
     report["bundle"] = str(path)
     return report, outputs

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from tridesign.board.check import BoardError
-from tridesign.board.tvm_module import TvmModule, read_io
+from tridesign.board.tvm_module import TvmModule, configure_tvm_runtime, read_io
 from tridesign.errors import TridesignError
-from tridesign.targets import configure_tvm_runtime, get_target
+from tridesign.targets import get_target
 
 
 def import_onnx(model: Any, batch: int) -> tuple[Any, dict[str, Any]]:

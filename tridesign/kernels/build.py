@@ -20,7 +20,8 @@ from typing import Any
 import tvm
 
 from tridesign.atomic import atomic_path
-from tridesign.targets import configure_tvm_runtime, tvm_target
+from tridesign.board.tvm_module import configure_tvm_runtime
+from tridesign.targets import tvm_target
 
 Signature = tuple[Any, ...]
 

@@ -24,7 +24,8 @@ from tridesign.compiler.tvm.frontend import finish, front_half
 from tridesign.compiler.tvm.rewrites import RewriteContext
 from tridesign.compiler.tvm.tuning import apply_database, copy_database, default_db_dir, has_records, tune
 from tridesign.deploy.tvm_runtime import TvmSession
-from tridesign.targets import TargetSpec, configure_tvm_runtime, cross_compiler_available, get_target
+from tridesign.board.tvm_module import configure_tvm_runtime
+from tridesign.targets import TargetSpec, cross_compiler_available, get_target
 
 PREPACKED_SUFFIX = "_prepacked"  # TVM's name for a kernel reading weights in a tuned layout
 

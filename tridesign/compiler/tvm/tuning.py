@@ -22,7 +22,8 @@ from tridesign.compiler.remote import require_board
 from tridesign.compiler.tvm.frontend import front_half, handwritten_kernels
 from tridesign.compiler.tvm.rewrites import RewriteContext
 from tridesign.errors import TridesignError
-from tridesign.targets import TargetSpec, configure_tvm_runtime, get_target
+from tridesign.board.tvm_module import configure_tvm_runtime
+from tridesign.targets import TargetSpec, get_target
 
 # Building a candidate on 2 busy cores (the cost model and runner share them) takes far longer
 # than MetaSchedule's default 30 s; a timed-out build is a wasted trial, not a slow schedule.

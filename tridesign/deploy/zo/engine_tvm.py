@@ -22,7 +22,7 @@ from tridesign.deploy.zo.engine_loss import EngineLoss
 from tridesign.deploy.zo.engine_ort import LossFn, cross_entropy
 from tridesign.deploy.zo.feature_reuse import Split, detach_conv_biases, split_at_trainable
 from tridesign.errors import UsageError
-from tridesign.targets import configure_tvm_runtime
+from tridesign.board.tvm_module import configure_tvm_runtime
 
 
 def _compile(model: onnx.ModelProto, batch: int, threads: int) -> tuple[Any, list[str]]:
