@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml Makefile
 	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev,zoo,distributed,hwsim-ref]"
+	# TrackEval without its declared opencv-python (a second cv2 beside the headless one; see pyproject.toml).
+	$(BIN)/pip install --quiet --no-deps trackeval==1.3.0
 	touch $(STAMP)
 
 demo: $(STAMP)

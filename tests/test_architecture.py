@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "tridesign"
 DOC = ROOT / "docs" / "architecture.md"
 # What runs where only an inference engine exists (and the contracts they share): never torch.
-TORCH_FREE = ("deploy", "data", "zo", "kernels", "hwsim", "board", "contracts")
+TORCH_FREE = ("deploy", "data", "zo", "kernels", "hwsim", "tracking", "board", "contracts")
 
 
 def documented_layers() -> dict[str, int]:
