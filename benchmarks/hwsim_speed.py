@@ -68,7 +68,7 @@ def main() -> None:
         array_rows=32, array_cols=32, clock_mhz=200, ifmap_sram_kib=256, filter_sram_kib=256, ofmap_sram_kib=128,
         dram_gbps=10, dataflow="ws")}})
     with tempfile.TemporaryDirectory() as tmp:
-        path = build_onnx("resnet", 224, 224, Path(tmp) / "resnet18.onnx", depth=18)
+        path = build_onnx(18, 224, 224, Path(tmp) / "resnet18.onnx")
         model = onnx.load(str(path))
     workload = load_workload(model, "resnet18-224")
     n_layers = len(workload.layers)

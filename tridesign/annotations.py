@@ -8,7 +8,8 @@ simulation always describes what would be deployed. They live in the model's `me
   density, and the mask itself, bit-packed, zlib-compressed and base64-encoded (a 90 %-sparse
   ResNet-18 mask costs a few hundred KB instead of 45 MB as float).
 - ``tridesign.data_sparsity``: JSON `DataSparsity` -- the input-side sparsity the deployment will
-  see (inactive tiles, dropped frames), which the simulator and the tile kernels consume.
+  see (inactive tiles, dropped frames), which the simulator and the tile kernels consume; written
+  by `tridesign track` with what it measured on a video, per layer where the executor reports it.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from __future__ import annotations
 import base64
 import json
 import zlib
+from typing import Annotated
 
 import numpy as np
 import onnx
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from tridesign.sparsity_plan import Method, parse_pattern
 
@@ -49,13 +51,23 @@ class WeightSparsity(BaseModel):
 
 
 class DataSparsity(BaseModel):
-    """Input-side (data) sparsity a deployment expects: spatial tiles and temporal frames."""
+    """Input-side (data) sparsity a deployment expects: spatial tiles and temporal frames.
+
+    Two forms. Without `layer_active_fraction` (an assumed operating point, a what-if, files written
+    before the field existed) `active_tile_fraction` applies to every spatial layer. With it (a
+    measurement: `tridesign track` fills it from the tile-sparse executor's per-layer report) each
+    listed layer, keyed by its ONNX node name (`NodeProto.name`, e.g. `/conv1_3/Conv`, the name the
+    executor and the simulator both see), runs on its own fraction, and an unlisted layer is dense:
+    the tracked detector masks its backbone only, and its FPN and head compute every tile.
+    `active_tile_fraction` then only summarises (the mean active patch area).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     tile_px: int | None = None  # side of a square tile in input pixels (the paper uses 60)
     active_tile_fraction: float = 1.0  # fraction of tiles computed
     frame_keep_fraction: float = 1.0  # fraction of frames processed (1 - drop rate)
+    layer_active_fraction: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = {}  # ONNX node name -> fraction
     source: str = ""  # what produced it (policy name, measured on which video)
 
 

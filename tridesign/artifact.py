@@ -12,6 +12,10 @@ Layout of an artifact directory (built in a temporary sibling and renamed into p
 - ``reference_outputs.npz``  ONNX Runtime's outputs on them (what every backend is checked against)
 - backend files              e.g. ``module.so`` + ``tvm_io.json`` (+ ``tuning/``) for TVM
 - ``manifest.json``          the typed `Manifest` below
+
+A `tridesign track` output directory is a SOURCE too (for `simulate`): ``summary.json`` with
+``"kind": "tridesign-track"`` and ``detector.onnx``, the detector's graph carrying the data sparsity
+measured on the video in its ``tridesign.data_sparsity`` annotation.
 """
 
 from __future__ import annotations
@@ -41,6 +45,11 @@ MANIFEST_FILE = "manifest.json"
 TUNING_DIR = "tuning"  # the tuning records a TVM build saw, copied so the build can be reproduced
 
 FORMAT = "tridesign-artifact/1"
+
+# A `tridesign track` output directory: what `simulate` reads from it.
+TRACK_SUMMARY = "summary.json"
+TRACK_MODEL = "detector.onnx"
+TRACK_KIND = "tridesign-track"  # summary.json's "kind"
 
 
 class _Record(BaseModel):
@@ -215,13 +224,14 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class OpenedSource:
-    """What a SOURCE argument names: a registered model, an ONNX file, or an artifact directory.
+    """What a SOURCE argument names: a registered model, an ONNX file, an artifact directory, or a
+    `tridesign track` output directory (`onnx_path` is its detector.onnx).
 
     Only the name is checked for a registered model (the caller builds it: exporting needs torch,
     which the contracts must not import); files and directories are checked here, with one line.
     """
 
-    kind: Literal["registered", "onnx", "artifact"]
+    kind: Literal["registered", "onnx", "artifact", "track"]
     text: str
     onnx_path: Path | None = None  # the .onnx file, or the artifact's model.onnx
     artifact_dir: Path | None = None
@@ -232,14 +242,18 @@ class OpenedSource:
         """A short name for reports: the model name, the file's stem or the directory's name."""
         if self.artifact_dir is not None:
             return self.artifact_dir.name
+        if self.kind == "track":
+            return Path(self.text).name
         return self.onnx_path.stem if self.onnx_path is not None else self.text
 
 
 def open_source(text: str | Path, allow: tuple[str, ...] = ("registered", "onnx", "artifact")) -> OpenedSource:
     """Resolve SOURCE the one way every command does; refuse kinds the command cannot take.
 
-    A directory is an artifact (it must hold model.onnx; its manifest is read when present), an
-    existing file or a name ending in `.onnx` is an ONNX file, anything else is a model name.
+    A directory is an artifact (it must hold model.onnx; its manifest is read when present) or a
+    track output (summary.json of kind tridesign-track, and detector.onnx; only where `allow` names
+    "track"), an existing file or a name ending in `.onnx` is an ONNX file, anything else is a
+    model name.
     """
     path = Path(text)
     if path.is_dir():
@@ -251,7 +265,8 @@ def open_source(text: str | Path, allow: tuple[str, ...] = ("registered", "onnx"
     else:
         opened = OpenedSource("registered", str(text))
     if opened.kind not in allow:
-        kinds = {"registered": "a registered model name", "onnx": "an .onnx file", "artifact": "an artifact directory"}
+        kinds = {"registered": "a registered model name", "onnx": "an .onnx file", "artifact": "an artifact directory",
+                 "track": "a track output directory"}
         got = "no such file or directory" if opened.kind == "registered" else f"got {kinds[opened.kind]}"
         raise UsageError(f"{text}: {got} (expected {' or '.join(kinds[k] for k in allow)})")
     return opened
@@ -259,6 +274,22 @@ def open_source(text: str | Path, allow: tuple[str, ...] = ("registered", "onnx"
 
 def _open_directory(path: Path) -> OpenedSource:
     if not (path / MODEL_FILE).is_file():
+        if _is_track_output(path):
+            if not (path / TRACK_MODEL).is_file():
+                raise TridesignError(f"{path}: track output without {TRACK_MODEL}; rerun `tridesign track` to record it")
+            return OpenedSource("track", str(path), onnx_path=path / TRACK_MODEL)
         raise TridesignError(f"{path}: directory has no {MODEL_FILE}; not a tridesign artifact")
     manifest = load_manifest(path) if (path / MANIFEST_FILE).exists() else None
     return OpenedSource("artifact", str(path), onnx_path=path / MODEL_FILE, artifact_dir=path, manifest=manifest)
+
+
+def _is_track_output(path: Path) -> bool:
+    """Whether `path` holds a track summary; another command's summary.json (the demo's) is not one."""
+    summary = path / TRACK_SUMMARY
+    if not summary.is_file():
+        return False
+    try:
+        data = json.loads(summary.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise TridesignError(f"{summary}: corrupt {TRACK_SUMMARY} (not JSON)") from None
+    return isinstance(data, dict) and data.get("kind") == TRACK_KIND

@@ -60,4 +60,4 @@ def small_system(**device) -> SystemSpec:
 def resnet18():
     from tridesign.compiler.reference_nets import build_workload
 
-    return build_workload("resnet", 224, 224, depth=18)
+    return build_workload(18, 224, 224)

@@ -17,13 +17,21 @@ ArchOpt = Annotated[str, typer.Option("--arch", help="Preset name (tridesign-alv
 
 
 def load_source(source: str, config: str = "tiny"):
-    """The workload of SOURCE (tridesign.artifact.open_source); a registered model is exported to a temp dir."""
-    from tridesign.artifact import MODEL_FILE, open_source
+    """The workload of SOURCE (tridesign.artifact.open_source); a registered model is exported to a temp dir.
+
+    A `tridesign track` output directory is its detector.onnx, which must carry the data sparsity
+    measured on the video: simulating it without would report assumed (dense) numbers as measured.
+    """
+    from tridesign.artifact import MODEL_FILE, TRACK_MODEL, open_source
+    from tridesign.errors import TridesignError
     from tridesign.hwsim.workload import load_workload
 
-    opened = open_source(source)
+    opened = open_source(source, allow=("registered", "onnx", "artifact", "track"))
     if opened.onnx_path is not None:
-        return load_workload(opened.onnx_path, name=opened.label if opened.kind == "artifact" else None)
+        workload = load_workload(opened.onnx_path, name=opened.label if opened.kind in ("artifact", "track") else None)
+        if opened.kind == "track" and workload.data_sparsity is None:
+            raise TridesignError(f"{source}: {TRACK_MODEL} carries no tridesign.data_sparsity record; rerun `tridesign track`")
+        return workload
     from tridesign.compiler.export import export_model
     from tridesign.progress import step
 
@@ -34,7 +42,7 @@ def load_source(source: str, config: str = "tiny"):
 
 
 def simulate_cmd(
-    source: Annotated[str, typer.Argument(help="An .onnx file, an artifact directory, or a registered model name.")],
+    source: Annotated[str, typer.Argument(help="An .onnx file, an artifact directory, a `tridesign track` output directory (simulated with the data sparsity measured on its video), or a registered model name.")],
     arch: ArchOpt = "tridesign-alveo",
     dataflow: Annotated[Optional[str], typer.Option(help="ws, os or is (default: the arch's).")] = None,
     mode: Annotated[str, typer.Option(help="exact (the PE array's counts) or scalesim (SCALE-Sim v2 compute cycles).")] = "exact",
@@ -45,7 +53,17 @@ def simulate_cmd(
     check_pe: Annotated[bool, typer.Option("--check-pe", help="Also run small GEMM layers step by step on the PE array and compare.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Simulate a model on an accelerator: cycles, latency, FPS, utilization, traffic and energy."""
+    """Simulate a model on an accelerator: cycles, latency, FPS, utilization, traffic and energy.
+
+    The model's `tridesign.data_sparsity` record (kept frames, active tiles, per layer when measured)
+    is simulated where the arch skips tiles and frames: for `tridesign track ... -o OUT`,
+    `tridesign simulate OUT` gives the frame interval, effective FPS and J per frame for the
+    sparsity measured on that video, and says where the record came from. Layers go to the arch's
+    pipeline stages by ONNX node name; a layer no stage matches is refused, and a stage that
+    receives no layer is a note.
+    """
+    from rich.markup import escape
+
     from tridesign.hwsim.report import layer_rows, summary_rows, write_csv, write_html
     from tridesign.hwsim.simulate import simulate
     from tridesign.hwsim.spec import load_spec
@@ -60,6 +78,8 @@ def simulate_cmd(
     system = load_spec(arch)
     workload = load_source(source, config)
     result = simulate(workload, system, dataflow, mode)
+    for note in result.notes:
+        stderr.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     if csv_out:
         write_csv(result, csv_out)
     if report:
@@ -107,8 +127,10 @@ def sweep_cmd(
     json_out: JsonFlag = False,
 ) -> None:
     """Sweep arch parameters x dataflow x sparsity; report the latency/energy/area Pareto front."""
+    from rich.markup import escape
     from rich.progress import Progress
 
+    from tridesign.hwsim.simulate import assign_stages, stage_notes
     from tridesign.hwsim.sparsity import SparsitySetting, parse_what_if
     from tridesign.hwsim.spec import load_spec
     from tridesign.hwsim.sweep import grid, pareto_front, run_sweep, write_sweep
@@ -128,6 +150,8 @@ def sweep_cmd(
                 for t in tiles.split(",") for f in frames.split(",")]
     system = load_spec(arch)
     workload = load_source(source, config)
+    for note in stage_notes(workload, system, assign_stages(workload, system)):
+        stderr.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     points = grid(params, list(dataflow), settings)
     with Progress(transient=True, console=stderr) as bar:
         task = bar.add_task(f"sweeping {len(points)} points", total=len(points))

@@ -42,6 +42,14 @@ def summary_rows(result: SimResult) -> list[list[Any]]:
     ]
     if t["power_w"] is not None:
         rows += [["energy / frame J", t["energy_per_frame_j"]], ["power W", t["power_w"]]]
+    ds = result.data_sparsity
+    if ds is not None:
+        tiles = (f"{len(ds.layer_active_fraction)} layers measured, mean area {ds.active_tile_fraction:.3f}"
+                 if ds.layer_active_fraction else f"{ds.active_tile_fraction:g} of every spatial layer")
+        rows += [["data sparsity from", ds.source or "(no source recorded)"], ["frames kept", ds.frame_keep_fraction],
+                 ["active tiles", tiles], [f"energy / input frame ({unit})", t["energy_per_input_frame"]]]
+        if t["energy_per_input_frame_j"] is not None:
+            rows.append(["energy / input frame J", t["energy_per_input_frame_j"]])
     return rows
 
 

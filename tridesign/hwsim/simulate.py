@@ -4,6 +4,12 @@ Layers run one after another on their stage's device; stages run on separate dev
 frame-pipelined, so a frame's latency is the sum of the stages (plus link transfers) while frames
 leave at the pace of the slowest stage (the frame interval). Dropped frames (frame skipping) raise
 the effective FPS over input frames; they do not shorten a processed frame.
+
+A layer runs on the first stage whose `match` finds its ONNX node name. A layer no stage matches is
+refused (`assign_stages`): putting it on some stage would silently describe another pipeline. A
+stage that receives no layer is a note in `SimResult.notes`, not an error: a preset's pipeline is
+written for the network it was designed for, and a classifier simulated on the two-card tri-design
+preset (the CLI's default arch) rightly leaves the FPN card idle. Calibration refuses it.
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tridesign.annotations import DataSparsity
+from tridesign.errors import UsageError
 from tridesign.hwsim import dataflow as df
 from tridesign.hwsim.energy import device_area_mm2, layer_energy, load_table
 from tridesign.hwsim.memory import Traffic, layer_traffic
-from tridesign.hwsim.sparsity import channel_nnz, frame_keep, tile_fraction, weight_bytes
+from tridesign.hwsim.sparsity import channel_nnz, frame_keep, layer_tile_fractions, weight_bytes
 from tridesign.hwsim.spec import SystemSpec
 from tridesign.hwsim.workload import Layer, Workload
 
@@ -71,6 +79,8 @@ class SimResult:
     stages: list[StageResult]
     frame_keep: float
     totals: dict[str, float | None] = field(default_factory=dict)
+    data_sparsity: DataSparsity | None = None  # the record simulated (its `source` says where it came from)
+    notes: list[str] = field(default_factory=list)  # one line each: what the user must know about this mapping
 
     def to_dict(self) -> dict[str, Any]:
         layers = []
@@ -81,18 +91,35 @@ class SimResult:
         return {
             "workload": self.workload, "arch": self.arch, "dataflow": self.dataflow, "mode": self.mode,
             "energy_unit": self.energy_unit, "frame_keep": self.frame_keep, "totals": self.totals,
-            "stages": [asdict(s) for s in self.stages], "layers": layers,
+            "data_sparsity": self.data_sparsity.model_dump(mode="json") if self.data_sparsity else None,
+            "notes": self.notes, "stages": [asdict(s) for s in self.stages], "layers": layers,
         }
 
 
 def assign_stages(workload: Workload, system: SystemSpec) -> list[str]:
-    """The stage of each layer: the first stage whose `match` regex finds the layer name; else the last."""
+    """The stage of each layer: the first stage whose `match` regex finds the layer's node name.
+
+    Layers that no stage matches are refused in one line naming how many and the first.
+    """
     stages = system.pipeline
     patterns = [re.compile(s.match) for s in stages]
-    out = []
-    for layer in workload.layers:
-        out.append(next((s.name for s, p in zip(stages, patterns) if p.search(layer.name)), stages[-1].name))
+    out = [next((s.name for s, p in zip(stages, patterns) if p.search(layer.name)), None) for layer in workload.layers]
+    unmatched = [layer.name for layer, stage in zip(workload.layers, out) if stage is None]
+    if unmatched:
+        raise UsageError(
+            f"arch {system.name}: {len(unmatched)} of {len(out)} layers of {workload.name} match no stage "
+            f"(first: {unmatched[0]}); end the stages with one whose match is '.*' to take the rest"
+        )
     return out
+
+
+def stage_notes(workload: Workload, system: SystemSpec, stage_of: list[str]) -> list[str]:
+    """One line for each stage that receives no layer (its card idles: the mapping may be wrong)."""
+    used = set(stage_of)
+    return [
+        f"stage {s.name} ({s.device}) of {system.name} receives no layer of {workload.name}: its match {s.match!r} "
+        "finds no node name" for s in system.pipeline if s.name not in used
+    ]
 
 
 def simulate(workload: Workload, system: SystemSpec, dataflow: str | None = None, mode: str = "exact") -> SimResult:
@@ -100,21 +127,38 @@ def simulate(workload: Workload, system: SystemSpec, dataflow: str | None = None
         raise ValueError(f"mode must be one of {df.MODES}")
     stage_of = assign_stages(workload, system)
     stage_specs = {s.name: s for s in system.pipeline}
+    fractions = layer_tile_fractions(workload)
     results: list[LayerResult] = []
-    for layer, stage in zip(workload.layers, stage_of):
+    for layer, stage, fraction in zip(workload.layers, stage_of, fractions):
         device = system.devices[stage_specs[stage].device]
-        results.append(_simulate_layer(layer, stage, device, dataflow or device.dataflow, mode, workload))
+        tiles = fraction if device.sparsity.tile_skipping else 1.0
+        results.append(_simulate_layer(layer, stage, device, dataflow or device.dataflow, mode, tiles))
     first = next(iter(system.devices.values()))
     keep = frame_keep(workload, first)
     stages = _stages(workload, system, stage_of, results)
     table_unit = load_table(first.energy_table).unit
-    out = SimResult(workload.name, system.name, dataflow or first.dataflow, mode, table_unit, results, stages, keep)
+    out = SimResult(workload.name, system.name, dataflow or first.dataflow, mode, table_unit, results, stages, keep,
+                    data_sparsity=workload.data_sparsity,
+                    notes=stage_notes(workload, system, stage_of) + _unused_sparsity_notes(workload, system, fractions))
     out.totals = _totals(out, system)
     return out
 
 
-def _simulate_layer(layer: Layer, stage: str, device, dataflow: str, mode: str, workload: Workload) -> LayerResult:
-    tiles = tile_fraction(workload, device) if layer.spatial else 1.0
+def _unused_sparsity_notes(workload: Workload, system: SystemSpec, fractions: list[float]) -> list[str]:
+    """Data sparsity the record declares but no device of the arch can exploit."""
+    ds = workload.data_sparsity
+    if ds is None:
+        return []
+    devices = [system.devices[s.device] for s in system.pipeline]
+    notes = []
+    if min(fractions, default=1.0) < 1.0 and not any(d.sparsity.tile_skipping for d in devices):
+        notes.append(f"arch {system.name} skips no tiles: the record's inactive tiles are computed anyway")
+    if ds.frame_keep_fraction < 1.0 and not next(iter(system.devices.values())).sparsity.frame_skipping:
+        notes.append(f"arch {system.name} skips no frames: dropped frames are counted as processed")
+    return notes
+
+
+def _simulate_layer(layer: Layer, stage: str, device, dataflow: str, mode: str, tiles: float) -> LayerResult:
     if layer.kind == "gemm":
         M = math.ceil(layer.M * tiles) if mode == "exact" else layer.scalesim_M or layer.M
         useful = M * layer.groups * layer.N * layer.K * layer.weight_density
@@ -214,6 +258,7 @@ def _totals(result: SimResult, system: SystemSpec) -> dict[str, float | None]:
         "energy_per_frame": per_frame,
         "energy_per_input_frame": per_frame * result.frame_keep,
         "energy_per_frame_j": per_frame * 1e-12 if joules else None,
+        "energy_per_input_frame_j": per_frame * result.frame_keep * 1e-12 if joules else None,
         "power_w": per_frame * 1e-12 / (interval * 1e-3) if joules and interval else None,
         "area_mm2": sum(sum(device_area_mm2(d).values()) for d in system.devices.values()),
         **{f"energy.{k}": v for k, v in breakdown.items()},

@@ -7,8 +7,12 @@ value, a block format one index per block, a 3x3 pattern one 5-bit pattern id pe
 unstructured CSR-like `index_bits` a value plus a row pointer per channel).
 
 Data sparsity comes from the graph's `DataSparsity` record: inactive tiles shrink the pixel
-dimension of every spatial layer when `tile_skipping` is on; dropped frames cost nothing when
+dimension of a spatial layer when `tile_skipping` is on; dropped frames cost nothing when
 `frame_skipping` is on (they change throughput and energy per input frame, not a frame's latency).
+A record without per-layer fractions applies its one fraction to every spatial layer; a measured
+record (`layer_active_fraction`) gives each listed layer its own, leaves unlisted GEMM layers
+dense, and lets a vector-unit layer (ReLU, the mask's Mul, a residual Add, pooling) work on the
+tiles its inputs have (`layer_tile_fractions`).
 
 `apply_sparsity` makes what-if workloads for sweeps and calibration: it draws masks of a given
 pattern and density on the layers' shapes (the same procedure as the compiler's pruning passes
@@ -28,7 +32,7 @@ import numpy as np
 from rich.markup import escape
 
 from tridesign.annotations import DataSparsity
-from tridesign.errors import UsageError
+from tridesign.errors import TridesignError, UsageError
 from tridesign.hwsim.spec import DeviceSpec
 from tridesign.hwsim.workload import Layer, Workload
 from tridesign.progress import stderr
@@ -84,9 +88,41 @@ def weight_bytes(layer: Layer, device: DeviceSpec, compressed: bool = True) -> t
     return values, bits / 8
 
 
-def tile_fraction(workload: Workload, device: DeviceSpec) -> float:
+def layer_tile_fractions(workload: Workload) -> list[float]:
+    """The active-tile fraction of each layer as the data-sparsity record gives it (1.0 for a layer
+    without H x W); whether a device skips the inactive tiles is the caller's question.
+
+    With per-layer fractions, a listed layer takes its own; a vector-unit layer not listed takes
+    the largest fraction among its inputs' producers (it computes wherever any input is active: a
+    ReLU or the mask's Mul after a masked conv, a residual Add of two masked branches), and any
+    other layer is dense. A name that is no layer of the graph means the record was measured on
+    another model, and is refused.
+    """
     ds = workload.data_sparsity
-    return ds.active_tile_fraction if ds is not None and device.sparsity.tile_skipping else 1.0
+    layers = workload.layers
+    if ds is None:
+        return [1.0] * len(layers)
+    if not ds.layer_active_fraction:
+        return [ds.active_tile_fraction if layer.spatial else 1.0 for layer in layers]
+    listed = ds.layer_active_fraction
+    unknown = sorted(set(listed) - {layer.name for layer in layers})
+    if unknown:
+        raise TridesignError(f"the data-sparsity record names {len(unknown)} layer(s) that {workload.name} does not "
+                             f"have (first: {unknown[0]}): it was measured on another model")
+    by_tensor: dict[str, float] = {}
+    out = []
+    for layer in layers:
+        if not layer.spatial:
+            fraction = 1.0
+        elif layer.name in listed:
+            fraction = listed[layer.name]
+        elif layer.kind == "vector":
+            fraction = max((by_tensor[t] for t, _ in layer.inputs if t in by_tensor), default=1.0)
+        else:
+            fraction = 1.0
+        by_tensor[layer.output] = fraction
+        out.append(fraction)
+    return out
 
 
 def frame_keep(workload: Workload, device: DeviceSpec) -> float:

@@ -8,11 +8,12 @@ without silently misreading an old file (Timeloop/Accelergy-style specs, validat
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tridesign.errors import UsageError
 
@@ -67,18 +68,34 @@ class DeviceSpec(_Frozen):
 
 
 class StageSpec(_Frozen):
-    """A pipeline stage: the layers whose ONNX node name matches `match` (first match wins)."""
+    """A pipeline stage: the layers whose ONNX node name `match` finds (a regex; the first stage that
+    matches wins). A layer no stage matches is refused, a stage no layer reaches is a note
+    (`tridesign.hwsim.simulate.assign_stages`): end the list with `match: ".*"` to take the rest."""
 
     name: str
     device: str
     match: str = ".*"
 
+    @field_validator("match")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as err:
+            raise ValueError(f"not a regular expression ({err})") from None
+        return value
+
 
 class CalibrationSpec(_Frozen):
-    """How an unpublished parameter was fitted: `parameter` solved so `workload` takes `target_ms`."""
+    """How an unpublished parameter was fitted: `parameter` solved so `workload` takes `target_ms`.
+
+    `workload` is `MODEL:CONFIG`, a registered model of the zoo exported at batch 1 by the compiler's
+    verified exporter (`tridesign.compiler.reference_nets.calibration_workload`): the network the
+    preset is calibrated on is the one users simulate, not a copy of it.
+    """
 
     parameter: Literal["clock_mhz"]
-    workload: str  # a name in tridesign.compiler.reference_nets.CALIBRATION_WORKLOADS
+    workload: str = Field(pattern=r"^[\w.-]+:[\w.-]+$")
     target_ms: float = Field(gt=0)
     metric: Literal["frame_interval_ms"] = "frame_interval_ms"
     source: str = ""
