@@ -27,6 +27,7 @@ def models_cmd(json_out: JsonFlag = False) -> None:
                 "project": spec.project,
                 "task": spec.task,
                 "published_params": spec.published_params,
+                "params_source": spec.params_source if spec.published_params else None,
                 "configs": [{"config": c, "params": count_params(spec, c), "macs": count_macs(spec, c)} for c in spec.configs],
             }
             for spec in list_models()
@@ -36,10 +37,10 @@ def models_cmd(json_out: JsonFlag = False) -> None:
         return
     table(
         "tridesign models",
-        ["model", "project", "config", "params", "MACs", "published params"],
+        ["model", "project", "config", "params", "MACs", "published params", "from"],
         [
             [r["name"], r["project"], c["config"], human(c["params"]), human(c["macs"]),
-             human(r["published_params"]) if r["published_params"] and c["config"] == "paper" else ""]
+             *((human(r["published_params"]), r["params_source"]) if r["published_params"] and c["config"] == "paper" else ("", ""))]
             for r in rows for c in r["configs"]
         ],
     )

@@ -55,7 +55,11 @@ RESNET20 = register(
         example_inputs=_cifar_inputs,
         output_names=("logits",),
         published_params=269_722,
-        published_source="He et al. 2016, Table 6 (ResNet-20: 0.27 M); DeepZero uses it for CIFAR-10",
+        published_source=(
+            "He et al. 2016, Table 6 (ResNet-20: 0.27 M); 269,722 is that paper's layout counted (option-A "
+            "parameter-free shortcuts), ours has option-B projections (272,474); DeepZero uses it for CIFAR-10"
+        ),
+        params_source="paper",
         dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
     )
 )
@@ -154,6 +158,7 @@ register(
             "reference count of Um et al. 2020's 2D corrector layout (5x5 convs 3->32->64->2); "
             "DeepZero reuses that setting, exact width uncertain"
         ),
+        params_source="derived",
         dynamic_axes={"state": {0: "batch"}, "correction": {0: "batch"}},
         notes={"solver": "tridesign.models.deepzero.solver_step (numpy, non-differentiable)"},
     )

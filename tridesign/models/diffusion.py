@@ -165,6 +165,7 @@ register(
         output_names=("text_states",),
         published_params=123_000_000,
         published_source=_TEXT_SOURCE,
+        params_source="model card",
         parts=_PARTS,
     )
 )
@@ -178,6 +179,7 @@ register(
         output_names=("noise_pred",),
         published_params=860_000_000,
         published_source=_UNET_SOURCE,
+        params_source="model card",
         parts=_PARTS,
     )
 )
@@ -191,6 +193,7 @@ register(
         output_names=("noise_pred",),
         published_params=983_000_000,
         published_source="sum of the model card's 123M text encoder and 860M UNet",
+        params_source="model card",
         parts=_PARTS,
     )
 )
@@ -204,5 +207,6 @@ register(
         output_names=("text_states",),
         published_params=123_000_000,
         published_source=_TEXT_SOURCE + "; AdvUnlearn trains this encoder (Zhang et al., NeurIPS'24)",
+        params_source="model card",
     )
 )

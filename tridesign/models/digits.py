@@ -192,7 +192,7 @@ register(
         name="resnet20_digits",
         task="digit classification (scikit-learn digits upsampled to 32x32), trained weights",
         example_inputs=digits_inputs,
-        published_source="same architecture as resnet20; weights trained here on scikit-learn digits (cached)",
+        published_source=f"same architecture as resnet20: {RESNET20.published_source}",
         weights=_load_digits_weights,
         calibration=_digits_calibration,
         notes={"accuracy": "≥ 95 % test accuracy on the held-out digits split (tridesign.models.digits)"},

@@ -43,7 +43,7 @@ def _inputs(role: str):
     return make
 
 
-_SOURCE = "He et al. 2016 architectures; counts as torchvision's model table; roles from DP4TL (OPTML-Group/DP4TL)"
+_SOURCE = "He et al. 2016 architectures; roles from DP4TL (OPTML-Group/DP4TL)"
 
 register(
     ModelSpec(
@@ -54,7 +54,8 @@ register(
         example_inputs=_inputs("source"),
         output_names=("logits",),
         published_params=44_549_160,
-        published_source=f"ResNet-101: 44.5 M; {_SOURCE}",
+        published_source=f"torchvision's weights table, ResNet101_Weights.IMAGENET1K_V1: 44,549,160 params; {_SOURCE}",
+        params_source="model card",
         dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
     )
 )
@@ -67,7 +68,8 @@ register(
         example_inputs=_inputs("surrogate"),
         output_names=("logits",),
         published_params=11_689_512,
-        published_source=f"ResNet-18: 11.7 M; {_SOURCE}",
+        published_source=f"torchvision's weights table, ResNet18_Weights.IMAGENET1K_V1: 11,689,512 params; {_SOURCE}",
+        params_source="model card",
         dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
     )
 )

@@ -144,6 +144,7 @@ register(
         output_names=("id_patches", "id_tokens"),
         published_params=23_126_016,
         published_source="reference count of ID-Patch's two ImageProjection heads (512->3x4096 and 512->16x2048, each + LayerNorm)",
+        params_source="derived",
         parts=_PARTS,
     )
 )
@@ -160,6 +161,7 @@ register(
             "reference count: SDXL base UNet 2,567,463,684 (stabilityai/stable-diffusion-xl-base-1.0; SDXL paper: 2.6B) "
             "+ full SDXL ControlNet 1,251,014,160 (ControlNetModel.from_unet layout, ~1.25B as released SDXL ControlNets)"
         ),
+        params_source="derived",
         parts=_PARTS,
     )
 )

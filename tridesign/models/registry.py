@@ -19,6 +19,9 @@ from tridesign.errors import UsageError
 if TYPE_CHECKING:
     import torch
 
+PARAMS_SOURCES = ("paper", "model card", "derived")
+INDEPENDENT_SOURCES = ("paper", "model card")
+
 InputFactory = Callable[[str, int, int], dict[str, np.ndarray]]
 """(config, batch, seed) -> {input name: array}, in the order the torch forward takes them."""
 
@@ -37,9 +40,15 @@ class ModelSpec:
     default_config: str = "tiny"
     # Max abs error tolerated between torch and ONNX Runtime in fp32 (the issue's default is 1e-4).
     atol: float = 1e-4
-    # Published parameter count of the `paper` config and where it comes from.
+    # Published parameter count of the `paper` config and where it comes from (`published_source`
+    # cites it). `params_source` says whether that count is independent of our code: "paper" or
+    # "model card" (printed by the authors or the weights' documentation), or "derived" (added up
+    # from the released configuration's layout, the layout our builder also follows). Only an
+    # independent count can check the builder; a derived one would only check itself. Unknown
+    # provenance defaults to "derived", so nothing is claimed as independent by omission.
     published_params: int | None = None
     published_source: str = ""
+    params_source: str = "derived"
     # Where a project splits a model across a trust or deployment boundary: part label -> model name.
     parts: Mapping[str, str] = field(default_factory=dict)
     # Dynamic axes for export: input/output name -> {axis: label}.
@@ -51,6 +60,16 @@ class ModelSpec:
     weights: Callable[["torch.nn.Module", str], None] | None = None
     # Representative inputs for int8 calibration (task data); None = seeded example inputs.
     calibration: Callable[[str, int], list[dict[str, np.ndarray]]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.params_source not in PARAMS_SOURCES:
+            raise ValueError(f"model {self.name!r}: params_source must be one of {PARAMS_SOURCES}, not {self.params_source!r}")
+
+    @property
+    def independent_params(self) -> bool:
+        """Whether `published_params` was printed by someone else (a paper or model card), so that
+        comparing the built model with it checks the builder."""
+        return self.published_params is not None and self.params_source in INDEPENDENT_SOURCES
 
     def instantiate(self, config: str) -> "torch.nn.Module":
         """The model of `config` in eval mode, with trained weights where the model has them."""

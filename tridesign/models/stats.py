@@ -69,27 +69,32 @@ def zoo_table() -> str:
     """The size table of docs/models.md, generated from the registry so the two cannot drift.
 
     Published counts come from each spec (`published_params`, `published_source`); counted ones are
-    built on the meta device. A test regenerates it and compares it with the docs.
+    built on the meta device. A second table says where each published count comes from
+    (`params_source`: paper, model card, or derived from the layout), since only the first two can
+    check our builders. A test regenerates both and compares them with the docs.
     """
     from tridesign.models.registry import list_models
 
     rows = [
         TABLE_START,
-        "| model | project | published params | counted (paper) | diff | MACs (paper input) | tiny params | tiny MACs |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| model | project | published params | published from | counted (paper) | diff | MACs (paper input) | tiny params | tiny MACs |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|",
     ]
+    sources = ["", "| model | published from | source of the published count |", "|---|---|---|"]
     for spec in list_models():
         published = spec.published_params
         paper = "paper" in spec.configs
         counted = count_params(spec, "paper") if paper else None
         diff = f"{100 * (counted - published) / published:+.2f} %" if (published and counted) else "n/a"
+        origin = spec.params_source if published else "n/a"
         rows.append(
-            f"| `{spec.name}` | {spec.project} | {_num(published)} | {_num(counted)} | {diff} | "
+            f"| `{spec.name}` | {spec.project} | {_num(published)} | {origin} | {_num(counted)} | {diff} | "
             f"{_num(count_macs(spec, 'paper') if paper else None)} | {_num(count_params(spec, 'tiny'))} | "
             f"{_num(count_macs(spec, 'tiny'))} |"
         )
-    rows.append(TABLE_END)
-    return "\n".join(rows)
+        if published:
+            sources.append(f"| `{spec.name}` | {origin} | {spec.published_source.replace('|', '/')} |")
+    return "\n".join([*rows, *sources, TABLE_END])
 
 
 def _num(value: int | None) -> str:

@@ -157,6 +157,7 @@ register(
         output_names=("rpn_scores", "rpn_deltas", "cls_scores", "bbox_deltas", "track_embeds"),
         published_params=_DETECTOR_PARAMS + _HEADS_PARAMS,
         published_source=_SOURCE,
+        params_source="derived",
         parts=_PARTS,
         notes={"post_processing": "tridesign.models.trimot.select_proposals (numpy anchors, decode, NMS)"},
     )
@@ -171,6 +172,7 @@ register(
         output_names=("rpn_scores", "rpn_deltas", "p2", "p3", "p4", "p5"),
         published_params=_DETECTOR_PARAMS,
         published_source=_SOURCE,
+        params_source="derived",
         parts=_PARTS,
     )
 )
@@ -184,6 +186,7 @@ register(
         output_names=("cls_scores", "bbox_deltas", "track_embeds"),
         published_params=_HEADS_PARAMS,
         published_source=_SOURCE,
+        params_source="derived",
         parts=_PARTS,
     )
 )

@@ -113,6 +113,7 @@ register(
             "reference count of TvpConfig() defaults (= intel/tvp-base: ResNet-50 + BERT-base fusion + framepad "
             "prompts for 48 frames at 448 px); the paper prints no total"
         ),
+        params_source="derived",
         # The ZO-tunable parameters (names in the built module).
         notes={"prompts": ("tvp.model.text_prompt", *(f"tvp.model.visual_prompter.pad_{s}" for s in ("up", "down", "left", "right")))},
     )

@@ -125,6 +125,7 @@ register(
         output_names=("latent",),
         published_params=717_736,
         published_source=f"reference count: DnCNN 17x64 (Zhang et al. 2017) 558,400 + CIFAR encoder 159,336; {_SOURCE}",
+        params_source="derived",
         parts=_PARTS,
         dynamic_axes={"image": {0: "batch"}, "latent": {0: "batch"}},
     )
@@ -141,6 +142,7 @@ register(
         published_source=(
             f"reference count: mirrored decoder 159,147 + ResNet-110 1,730,714 (He et al. 2016 Table 6: 1.7 M); {_SOURCE}"
         ),
+        params_source="derived",
         parts=_PARTS,
         dynamic_axes={"latent": {0: "batch"}, "logits": {0: "batch"}},
     )
@@ -154,7 +156,8 @@ register(
         example_inputs=_image_inputs,
         output_names=("logits",),
         published_params=717_736 + 1_889_861,
-        published_source=f"sum of the white-box and black-box parts; {_SOURCE}",
+        published_source=f"sum of the white-box and black-box parts' reference counts; {_SOURCE}",
+        params_source="derived",
         parts=_PARTS,
         dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
     )
