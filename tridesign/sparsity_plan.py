@@ -20,9 +20,17 @@ A YAML file maps layer-name globs to SPEC strings; the first matching rule wins 
 covers the rest (``none`` when absent)::
 
     default: unstructured:0.8
+    min_density: 0.02         # optional per-layer floor (--min-density), DEFAULT_MIN_DENSITY if absent
     layers:
       conv1: none             # keep the stem dense
       "layer3.*": nm:2:4
+
+Every plan carries a per-layer floor, `min_density`: no layer a ranking prunes (global or per-layer
+magnitude, blocks, patterns, ZO-GraSP's ratios, filters zeroed on ONNX) keeps fewer than
+``ceil(min_density * n)`` of its n weights (blocks, filters). Global magnitude ranking over layers
+of different scales can otherwise empty a whole layer -- a random-init ResNet-18 at
+``unstructured:0.9`` loses three 512x512 convolutions entirely, each then computing a constant --
+while the totals still read as the sparsity asked for.
 
 Layer names are torch module names (``layer1.0.conv1``) for registered models and initializer
 names for ONNX files.
@@ -56,6 +64,10 @@ FORMS = {
 }
 METHODS = tuple(FORMS)
 PATTERN_KEEP = 4  # entries a 3x3 kernel keeps: the tri-design library holds 4-of-9 patterns only
+# 1 % of a layer's weights: ten times below the average density of the sparsest plan in common use
+# (0.9), so it binds only on a layer global ranking has all but emptied, and it keeps at least one
+# weight (block, filter) of every layer, so no layer is cut out of the network.
+DEFAULT_MIN_DENSITY = 0.01
 _INT = re.compile(r"[0-9]+")
 _SHAPE = re.compile(r"([0-9]+)x([0-9]+)")
 
@@ -286,17 +298,32 @@ def parse_pattern(label: str, density: float) -> Method:
     )
 
 
+def check_min_density(value: object, where: str = "--min-density") -> float:
+    """`value` as a per-layer floor in [0, 1); anything else is a one-line UsageError."""
+    try:
+        floor = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise UsageError(f"{where} must be a number in [0, 1), not {value!r}") from None
+    if not 0.0 <= floor < 1.0:
+        raise UsageError(f"{where} {floor} must be in [0, 1) (the fraction of each layer's weights kept)")
+    return floor
+
+
 @dataclass(frozen=True)
 class SparsityPlan:
     """Which method applies to which layer: ordered (glob, method) rules, first match wins, and a
     default. `source` is the YAML path as the user gave it, so a manifest names the file, not its
-    expansion; a plan from one SPEC string prints as that method's canonical text."""
+    expansion; a plan from one SPEC string prints as that method's canonical text. `min_density`
+    is the per-layer floor (module docstring); 0 turns it off, and a layer then pruned to nothing
+    is refused by the passes. A floor other than the default prints after the text."""
 
     default: Method
     rules: tuple[tuple[str, Method], ...] = ()
     source: str | None = None
+    min_density: float = DEFAULT_MIN_DENSITY
 
     def __post_init__(self) -> None:
+        check_min_density(self.min_density)
         methods = self.methods()
         if any(isinstance(m, Channel) for m in methods) and not all(isinstance(m, (Channel, NoSparsity)) for m in methods):
             raise UsageError("channel pruning cannot be mixed with other methods in one spec (run it first)")
@@ -315,14 +342,20 @@ class SparsityPlan:
         return self.source if self.source is not None else self.default.text
 
     def __str__(self) -> str:
-        return self.text
+        """The text, with the floor when it is not the default: a manifest's options (and the
+        config hash made from them) must tell two plans apart that prune differently."""
+        if self.min_density == DEFAULT_MIN_DENSITY:
+            return self.text
+        return f"{self.text} min_density={_number(self.min_density)}"
 
 
-def load_plan(spec: str | Path) -> SparsityPlan:
+def load_plan(spec: str | Path, min_density: float | None = None) -> SparsityPlan:
     """A SPEC string, or the path of a YAML file with per-layer rules (a Path, or a string ending in
-    .yaml or .yml)."""
+    .yaml or .yml). `min_density` (the `--min-density` option) overrides the file's
+    ``min_density``; without either the plan has DEFAULT_MIN_DENSITY."""
     if not isinstance(spec, Path) and not spec.endswith((".yaml", ".yml")):
-        return SparsityPlan(parse_method(spec))
+        floor = DEFAULT_MIN_DENSITY if min_density is None else check_min_density(min_density)
+        return SparsityPlan(parse_method(spec), min_density=floor)
     path = Path(spec)
     if not path.is_file():
         raise UsageError(f"prune spec file {path} does not exist")
@@ -330,10 +363,16 @@ def load_plan(spec: str | Path) -> SparsityPlan:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise UsageError(f"prune spec file {path} is not valid YAML: {' '.join(str(err).split())}") from None
-    if not isinstance(data, dict) or set(data) - {"default", "layers"}:
-        raise UsageError(f"prune spec file {path} may hold only 'default' and 'layers'")
+    if not isinstance(data, dict) or set(data) - {"default", "layers", "min_density"}:
+        raise UsageError(f"prune spec file {path} may hold only 'default', 'layers' and 'min_density'")
     layers = data.get("layers") or {}
     if not isinstance(layers, dict):
         raise UsageError(f"'layers' in {path} must map layer-name globs to specs")
     rules = tuple((str(glob), parse_method(str(text))) for glob, text in layers.items())
-    return SparsityPlan(parse_method(str(data.get("default", "none"))), rules, source=str(spec))
+    if min_density is not None:
+        floor = check_min_density(min_density)
+    elif "min_density" in data:
+        floor = check_min_density(data["min_density"], f"'min_density' in {path}")
+    else:
+        floor = DEFAULT_MIN_DENSITY
+    return SparsityPlan(parse_method(str(data.get("default", "none"))), rules, source=str(spec), min_density=floor)

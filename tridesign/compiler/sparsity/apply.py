@@ -40,8 +40,8 @@ def group_layers(names: list[str], plan: SparsityPlan) -> dict[Method, list[str]
     return groups
 
 
-def _block_mask(spec: Block, w: Weight) -> np.ndarray:
-    mask = prune_fns.block_mask(as_matrix(w.values, w.transposed), spec.sparsity, spec.shape)
+def _block_mask(spec: Block, w: Weight, min_density: float) -> np.ndarray:
+    mask = prune_fns.block_mask(as_matrix(w.values, w.transposed), spec.sparsity, spec.shape, min_density)
     return from_matrix(mask, w.values.shape, w.transposed)
 
 
@@ -53,30 +53,35 @@ def _nm_mask(spec: NM, w: Weight) -> np.ndarray:
     return from_nm_matrix(mask, w.values.shape, w.transposed)
 
 
-def _matrix_masks(spec: Block | NM, weights: dict[str, Weight], names: list[str]) -> dict[str, np.ndarray]:
+def _matrix_masks(
+    spec: Block | NM, weights: dict[str, Weight], names: list[str], min_density: float
+) -> dict[str, np.ndarray]:
     if isinstance(spec, Block):
-        return {name: _block_mask(spec, weights[name]) for name in names}
+        return {name: _block_mask(spec, weights[name], min_density) for name in names}
     return {name: _nm_mask(spec, weights[name]) for name in names}
 
 
 def compute_records(
     weights: dict[str, Weight], plan: SparsityPlan, zo_scores: ZOScores | None = None
 ) -> dict[str, LayerRecord]:
-    """Masks for every weight the plan prunes (channel pruning is structural and handled elsewhere)."""
+    """Masks for every weight the plan prunes (channel pruning is structural and handled elsewhere),
+    each layer held at the plan's `min_density` floor wherever a ranking decides how much it keeps
+    (N:M fixes N of every M, so it never empties a layer)."""
     records: dict[str, LayerRecord] = {}
+    floor = plan.min_density
     for spec, names in group_layers(list(weights), plan).items():
         extra: dict[str, dict] = {n: {} for n in names}
         scores = {n: magnitude(weights[n].values) for n in names}
         if isinstance(spec, Unstructured):
             masks = (
-                prune_fns.global_masks(scores, spec.sparsity)
+                prune_fns.global_masks(scores, spec.sparsity, floor)
                 if spec.scope == "global"
-                else {n: prune_fns.layer_mask(scores[n], spec.sparsity) for n in names}
+                else {n: prune_fns.layer_mask(scores[n], spec.sparsity, floor) for n in names}
             )
         elif isinstance(spec, (Block, NM)):
-            masks = _matrix_masks(spec, weights, names)
+            masks = _matrix_masks(spec, weights, names, floor)
         elif isinstance(spec, Pattern3x3):
-            masks = prune_fns.global_masks(scores, spec.sparsity)
+            masks = prune_fns.global_masks(scores, spec.sparsity, floor)
             for n in names:
                 if is_pattern_conv(weights[n].values.shape):
                     masks[n], stats = pattern_mask(weights[n].values, masks[n])
@@ -86,8 +91,8 @@ def compute_records(
             if zo_scores is None:
                 raise UsageError("zograsp needs a loss to estimate gradients; it runs on registered models")
             zo = zo_scores(names)
-            ratio_of = {n: float(1.0 - m.mean()) for n, m in prune_fns.global_masks(zo, spec.sparsity).items()}
-            masks = prune_fns.ratio_masks(scores, ratio_of)
+            ratio_of = {n: float(1.0 - m.mean()) for n, m in prune_fns.global_masks(zo, spec.sparsity, floor).items()}
+            masks = prune_fns.ratio_masks(scores, ratio_of, floor)
             for n in names:
                 extra[n] = {"zograsp_layer_sparsity": round(ratio_of[n], 6)}
         else:

@@ -79,13 +79,14 @@ def weight_initializers(model: onnx.ModelProto) -> dict[str, bool]:
 
 
 def _channel_records(weights: dict[str, Weight], plan: SparsityPlan) -> dict[str, LayerRecord]:
+    """Zeroed filters; the floor counts filters, so a layer keeps at least one when it is positive."""
     records = {}
     for name, w in weights.items():
         spec = plan.for_layer(name)
         if not isinstance(spec, Channel):
             continue
         mat = as_matrix(w.values, w.transposed)
-        rows = layer_mask(channel_l1(mat), spec.sparsity)
+        rows = layer_mask(channel_l1(mat), spec.sparsity, plan.min_density)
         mask = from_matrix(np.repeat(rows[:, None], mat.shape[1], axis=1), w.values.shape, w.transposed)
         zeroed = Channel(spec.sparsity, zeroed=True)
         records[name] = LayerRecord(name, zeroed.method, zeroed.pattern, tuple(w.values.shape), mask, w.values * mask)
@@ -109,12 +110,15 @@ def prune_onnx(onnx_model: onnx.ModelProto, plan: SparsityPlan) -> PruneReport:
         records = _channel_records(weights, plan)
     else:
         records = compute_records(weights, plan)
+    report = PruneReport(spec=str(plan), records=records, nominal_sparsity=nominal(plan, records),
+                         min_density=plan.min_density)
+    report.refuse_empty_layers()  # before the graph is touched
     for name, rec in records.items():
         inits[name].CopyFrom(numpy_helper.from_array(rec.values.astype(weights[name].values.dtype), name))
     write_weight_sparsity(
         onnx_model, {n: r.weight_sparsity(transposed=False) for n, r in records.items()}
     )
-    return PruneReport(spec=str(plan), records=records, nominal_sparsity=nominal(plan, records))
+    return report
 
 
 def _per_row_multiple(candidate: np.ndarray, values: np.ndarray) -> bool:

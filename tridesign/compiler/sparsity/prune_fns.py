@@ -5,9 +5,16 @@ sparsity s keeps ``round((1 - s) * n)`` weights (ties are broken by position, ne
 extra), N:M keeps exactly N of every full group of M, and block pruning keeps whole blocks. The
 torch pass and the ONNX pass both call these, so a model pruned either way gets the same masks.
 N:M groups run along a conv's input channels at each kernel position (`importance.as_nm_matrix`).
+
+`min_density` is the plan's per-layer floor: a layer of n units (weights, blocks) keeps at least
+``ceil(min_density * n)`` of them, its highest-scoring ones. Global ranking reserves each layer's
+floor first and ranks the rest for what is left of the budget, so the total still hits the target
+whenever the floors fit in it (and is the floors' sum when they do not).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -16,8 +23,14 @@ from tridesign.compiler.sparsity.importance import as_nm_matrix, block_norms
 TENSORRT_N, TENSORRT_M = 2, 4  # the pattern TensorRT's sparse weights need (Ampere and later tensor cores)
 
 
-def keep_count(size: int, sparsity: float) -> int:
-    return int(round((1.0 - sparsity) * size))
+def keep_count(size: int, sparsity: float, min_density: float = 0.0) -> int:
+    return max(int(round((1.0 - sparsity) * size)), floor_count(size, min_density))
+
+
+def floor_count(size: int, min_density: float) -> int:
+    """How many of `size` units the floor keeps: ``ceil(min_density * size)``, where a product that
+    is an integer up to float error (0.07 * 100 = 7.000000000000001) counts as that integer."""
+    return min(size, math.ceil(min_density * size - 1e-9)) if min_density > 0 else 0
 
 
 def topk_mask(scores: np.ndarray, keep: int) -> np.ndarray:
@@ -30,16 +43,29 @@ def topk_mask(scores: np.ndarray, keep: int) -> np.ndarray:
     return mask.reshape(scores.shape)
 
 
-def layer_mask(scores: np.ndarray, sparsity: float) -> np.ndarray:
-    """Per-layer pruning: this layer alone loses `sparsity` of its weights."""
-    return topk_mask(scores, keep_count(scores.size, sparsity))
+def layer_mask(scores: np.ndarray, sparsity: float, min_density: float = 0.0) -> np.ndarray:
+    """Per-layer pruning: this layer alone loses `sparsity` of its weights (no more than the floor allows)."""
+    return topk_mask(scores, keep_count(scores.size, sparsity, min_density))
 
 
-def global_masks(scores: dict[str, np.ndarray], sparsity: float) -> dict[str, np.ndarray]:
-    """Global pruning: one ranking over all layers, so layer densities follow the score distribution."""
+def global_masks(scores: dict[str, np.ndarray], sparsity: float, min_density: float = 0.0) -> dict[str, np.ndarray]:
+    """Global pruning: one ranking over all layers, so layer densities follow the score distribution.
+
+    Each layer's floor is reserved first (its top ``floor_count`` scores) and the global ranking
+    fills the rest of the budget from the other weights. Where plain ranking already leaves every
+    layer at or above its floor the masks are the same as without one (the reserved weights are
+    among those it keeps), so the floor changes only the layers it protects and, to pay for them,
+    the weakest survivors elsewhere.
+    """
     names = list(scores)
-    flat = np.concatenate([scores[n].ravel() for n in names]) if names else np.zeros(0)
-    keep = topk_mask(flat, keep_count(flat.size, sparsity))
+    if not names:
+        return {}
+    flat = np.concatenate([scores[n].ravel() for n in names])
+    keep = np.concatenate([topk_mask(scores[n].ravel(), floor_count(scores[n].size, min_density)) for n in names])
+    budget = keep_count(flat.size, sparsity) - int(keep.sum())
+    if budget > 0:
+        order = np.argsort(-flat, kind="stable")
+        keep[order[~keep[order]][:budget]] = True
     masks, start = {}, 0
     for name in names:
         size = scores[name].size
@@ -48,15 +74,18 @@ def global_masks(scores: dict[str, np.ndarray], sparsity: float) -> dict[str, np
     return masks
 
 
-def ratio_masks(scores: dict[str, np.ndarray], ratios: dict[str, float]) -> dict[str, np.ndarray]:
+def ratio_masks(
+    scores: dict[str, np.ndarray], ratios: dict[str, float], min_density: float = 0.0
+) -> dict[str, np.ndarray]:
     """Per-layer pruning at given per-layer sparsities (ZO-GraSP's layer-wise ratios)."""
-    return {name: layer_mask(scores[name], ratios[name]) for name in scores}
+    return {name: layer_mask(scores[name], ratios[name], min_density) for name in scores}
 
 
-def block_mask(matrix: np.ndarray, sparsity: float, block: tuple[int, int]) -> np.ndarray:
-    """Keep the blocks of largest L2 norm; a matrix that does not divide is padded, then cropped."""
+def block_mask(matrix: np.ndarray, sparsity: float, block: tuple[int, int], min_density: float = 0.0) -> np.ndarray:
+    """Keep the blocks of largest L2 norm; a matrix that does not divide is padded, then cropped.
+    The floor counts blocks, so every layer keeps at least one block when it is positive."""
     norms = block_norms(matrix, block)
-    kept = layer_mask(norms, sparsity)
+    kept = layer_mask(norms, sparsity, min_density)
     full = np.kron(kept, np.ones(block, dtype=bool)).astype(bool)
     return full[: matrix.shape[0], : matrix.shape[1]]
 

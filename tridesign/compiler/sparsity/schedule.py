@@ -18,7 +18,7 @@ from tridesign.compiler.sparsity.recovery import recover_torch
 from tridesign.compiler.sparsity.report import PruneReport
 from tridesign.compiler.sparsity.torch_pass import prune_torch
 from tridesign.errors import UsageError
-from tridesign.sparsity_plan import Block, Method, SparsityPlan, Unstructured
+from tridesign.sparsity_plan import DEFAULT_MIN_DENSITY, Block, Method, SparsityPlan, Unstructured
 
 if TYPE_CHECKING:
     import torch
@@ -36,15 +36,17 @@ def prune_iterative(
     model_name: str,
     rounds: int = 3,
     steps_per_round: int = 50,
+    min_density: float = DEFAULT_MIN_DENSITY,
 ) -> tuple[PruneReport, list[dict[str, Any]]]:
-    """Prune to an unstructured or block `final` in `rounds` rounds with recovery in between."""
+    """Prune to an unstructured or block `final` in `rounds` rounds with recovery in between, every
+    round held at the per-layer floor `min_density` (`SparsityPlan.min_density`)."""
     if not isinstance(final, (Unstructured, Block)) or rounds < 1:
         raise UsageError("iterative pruning takes an unstructured or block spec and at least one round")
     history = []
     report = None
     for sparsity in cubic_ramp(final.sparsity, rounds):
-        report = prune_torch(model, SparsityPlan(replace(final, sparsity=sparsity)), example_inputs)
+        report = prune_torch(model, SparsityPlan(replace(final, sparsity=sparsity), min_density=min_density), example_inputs)
         history.append({"sparsity": sparsity, **recover_torch(model, model_name, steps_per_round)})
     assert report is not None
-    report.spec = final.text
+    report.spec = str(SparsityPlan(final, min_density=min_density))
     return report, history

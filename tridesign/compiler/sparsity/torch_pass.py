@@ -39,8 +39,9 @@ def prune_torch(model: "torch.nn.Module", plan: SparsityPlan, example_inputs: di
     example = torch_inputs(example_inputs)
     if any(isinstance(m, Channel) for m in plan.methods()):
         records = prune_channels(model, plan, example)
-        report = PruneReport(spec=str(plan), records=records)
+        report = PruneReport(spec=str(plan), records=records, min_density=plan.min_density)
         report.nominal_sparsity = nominal(plan, {n[: -len(".weight")]: r for n, r in records.items()})
+        report.refuse_empty_layers()
         return report
     modules = prunable_modules(model)
     weights = {name: Weight(m.weight.detach().cpu().numpy().copy()) for name, m in modules.items()}
@@ -51,12 +52,13 @@ def prune_torch(model: "torch.nn.Module", plan: SparsityPlan, example_inputs: di
         return zo_scores_torch(model, {n: modules[n] for n in names}, *self_labelled(model, example))
 
     layer_records = compute_records(weights, plan, zo_scores)
+    report = PruneReport(spec=str(plan), nominal_sparsity=nominal(plan, layer_records), min_density=plan.min_density)
+    for name, rec in layer_records.items():
+        rec.name = f"{name}.weight"
+        report.records[rec.name] = rec
+    report.refuse_empty_layers()  # before the model is touched
     with torch.no_grad():
         for name, rec in layer_records.items():
             param = modules[name].weight
             param.mul_(torch.from_numpy(rec.mask).to(param.dtype))
-    report = PruneReport(spec=str(plan), nominal_sparsity=nominal(plan, layer_records))
-    for name, rec in layer_records.items():
-        rec.name = f"{name}.weight"
-        report.records[rec.name] = rec
     return report
