@@ -21,11 +21,12 @@ def hermetic_cache(tmp_path_factory):
     """Point the user cache (tuning databases, trained weights) at a fresh directory for the session.
 
     A developer's tuning records would otherwise change what `compile --backend tvm` builds. Trained
-    digits weights are copied over when present, only to save the minute of training.
+    weights (digits ResNet-20, the tracker's detector) are copied over when present, only to save
+    the minutes of training.
     """
     real = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tridesign"
     cache = tmp_path_factory.mktemp("xdg-cache")
-    for weights in real.glob("resnet20_digits_*.pt"):
+    for weights in [*real.glob("resnet20_digits_*.pt"), *real.glob("qdtrack_center_*.pt")]:
         (cache / "tridesign").mkdir(exist_ok=True)
         shutil.copy2(weights, cache / "tridesign" / weights.name)
     old = os.environ.get("XDG_CACHE_HOME")

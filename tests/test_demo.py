@@ -11,7 +11,7 @@ from tridesign.workflows.demo import DEFAULT_ARCH, DEFAULT_MODEL, demo_jobs
 
 def test_demo_writes_its_report_rows_and_artifacts(tmp_path, cli) -> None:
     out = tmp_path / "demo"
-    done = cli("demo", "-o", str(out))
+    done = cli("demo", "-o", str(out), "--no-video")
     assert done.returncode == 0, done.stderr
     jobs = demo_jobs()
     for model, backend in jobs:

@@ -78,6 +78,12 @@ def compile_cmd(
     tune: Annotated[int, typer.Option(help="MetaSchedule tuning trials (tvm); 0 = untuned.")] = 0,
     tuning_db: Annotated[Optional[Path], typer.Option(help="Persistent tuning database directory to reuse.")] = None,
     prune: Annotated[Optional[str], typer.Option(help="Sparsity SPEC (unstructured:0.8, block:0.9:4x4, nm:2:4, pattern:4:0.9, channel:0.5, zograsp:0.9) or a per-layer YAML file.")] = None,
+    min_density: Annotated[Optional[float], typer.Option(
+        "--min-density",
+        help="Per-layer floor under --prune: every layer keeps at least this fraction of its weights, its largest "
+             "(default 0.01, or the YAML plan's min_density: global ranking can otherwise empty a whole layer; "
+             "0 turns the floor off, and a layer pruned to nothing is then refused).",
+    )] = None,
     finetune_steps: Annotated[int, typer.Option(help="First-order recovery steps after --prune (registered models with task data).")] = 0,
     quantize: Annotated[Optional[str], typer.Option(help="int8: static QDQ quantization, per-channel weights.")] = None,
     config: Annotated[Optional[str], typer.Option(help="Model configuration for a registered model (default: tiny, said on stderr).")] = None,
@@ -89,8 +95,11 @@ def compile_cmd(
     from tridesign.compiler.pipeline import compile_artifact
     from tridesign.sparsity_plan import load_plan
 
+    if min_density is not None and not prune:
+        raise UsageError("--min-density is the per-layer floor of --prune; give --prune too")
     options = CompileOptions(
-        backend=backend, target=target, tune_trials=tune, tuning_db=tuning_db, prune=load_plan(prune) if prune else None,
+        backend=backend, target=target, tune_trials=tune, tuning_db=tuning_db,
+        prune=load_plan(prune, min_density) if prune else None,
         finetune_steps=finetune_steps, quantize=quantize, config=model_config(source, config), batch=batch,
     )
     manifest = compile_artifact(source, options, out)
@@ -106,11 +115,23 @@ def compile_cmd(
         ["compile seconds", manifest.compile_seconds],
         ["max abs error vs ORT", "not run here" if v.max_abs_err is None else v.max_abs_err],
         ["verified", v.passed],
-        *([["real sparsity", sparsity["real_sparsity"]]] if sparsity else []),
+        *(_sparsity_rows(sparsity) if sparsity else []),
         *([["int8 speedup vs fp32 (ORT)", manifest.quantization["speedup"]]] if manifest.quantization else []),
     ])
     for note in manifest.notes:
         stdout.print(f"[yellow]note:[/] {note}")
+
+
+def _sparsity_rows(sparsity: dict) -> list[list]:
+    """The real sparsity and the layer densities at both ends: a total alone hides a layer pruned
+    to (almost) nothing. Older manifests lack the extremes."""
+    rows: list[list] = [["real sparsity", sparsity["real_sparsity"]]]
+    for key, label in (("density_min", "sparsest layer (density)"), ("density_max", "densest layer (density)")):
+        if sparsity.get(key):
+            rows.append([label, f"{sparsity[key]['layer']} ({sparsity[key]['density']})"])
+    if sparsity.get("layers_at_min_density"):
+        rows.append([f"layers at --min-density {sparsity['min_density']}", len(sparsity["layers_at_min_density"])])
+    return rows
 
 
 def profile_cmd(
@@ -213,12 +234,13 @@ def run_cmd(
 
 def demo_cmd(
     out: Annotated[Path, typer.Option("-o", "--out", help="Report directory.")] = Path("reports/demo"),
+    video: Annotated[bool, typer.Option(help="Also track a synthetic HD video, dense and tri-design (the first run trains the detector).")] = True,
     json_out: JsonFlag = False,
 ) -> None:
-    """The built-in default job: export -> compile (ORT, TVM) -> profile -> simulate, with a JSON + HTML report."""
+    """The built-in default job: export -> compile (ORT, TVM) -> profile -> simulate -> track a video, with a JSON + HTML report."""
     from tridesign.workflows.demo import run_demo
 
-    summary = run_demo(out)
+    summary = run_demo(out, video=video)
     if json_out:
         emit_json(summary)
         return
@@ -231,6 +253,12 @@ def demo_cmd(
         f"simulated {sim['model']} on {sim['arch']}: {sim['latency_ms']:.3f} ms/frame, {sim['fps']:.0f} FPS, "
         f"{sim['energy_per_frame_j']:.3g} J/frame"
     )
+    if summary["tracking"]:
+        table("tri-design on a synthetic HD video", ["setting", "frames (kept)", "MOTA", "IDF1", "MACs computed", "FPS here", "simulated eff. FPS", "J/frame"], [
+            [r["setting"], f"{r['frames']} ({r['kept_frames']})", r["MOTA"], r["IDF1"], human(r["macs_computed"]), r["fps"],
+             round(r["sim_effective_fps"]), r["sim_j_per_frame"]]
+            for r in summary["tracking"]
+        ])
     stdout.print(f"report: {Path(out) / 'index.html'}")
 
 

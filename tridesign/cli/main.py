@@ -12,11 +12,11 @@ import sys
 
 import typer
 
-from tridesign.cli import core, deploy, finetune, hwsim, sparsity, tune, videos
+from tridesign.cli import core, deploy, finetune, hwsim, sparsity, track, tune, videos
 from tridesign.errors import TridesignError
 
 # Each module exposes register(app); listed explicitly so the command set is visible in one place.
-COMMAND_MODULES = [core, deploy, finetune, hwsim, sparsity, tune, videos]
+COMMAND_MODULES = [core, deploy, finetune, hwsim, sparsity, track, tune, videos]
 
 app = typer.Typer(
     name="tridesign",

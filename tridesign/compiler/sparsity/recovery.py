@@ -1,7 +1,8 @@
 """Recovery after pruning: a short first-order finetune with the data the model's task provides.
 
 Only models whose task ships real data can be recovered: ResNet-20 trains on scikit-learn's digits
-(`tridesign.models.digits`). Pruned weights are exactly zero after any pass, so the masks are read
+(`tridesign.models.digits`), the tracker's detector on synthetic video frames
+(`tridesign.models.video_training`). Pruned weights are exactly zero after any pass, so the masks are read
 back from the weights (`weight != 0`) and re-applied after every optimizer step: recovery never
 revives a pruned weight, and channel-pruned models simply train at their smaller shape.
 """
@@ -16,8 +17,13 @@ from tridesign.errors import UsageError
 if TYPE_CHECKING:
     import torch
 
-# model name -> task data module; each has train_steps(model, steps, lr, masks=...) and evaluate(model)
-TASK_DATA = {"resnet20": "tridesign.models.digits", "resnet20_digits": "tridesign.models.digits"}
+# model name -> task data module; each has train_steps(model, steps, lr, masks=...) and evaluate(model),
+# and may set RECOVERY_LR where its optimizer needs another rate (Adam for the detector).
+TASK_DATA = {
+    "resnet20": "tridesign.models.digits",
+    "resnet20_digits": "tridesign.models.digits",
+    "qdtrack_center": "tridesign.models.video_training",
+}
 RECOVERY_LR = 0.01
 
 
@@ -42,7 +48,8 @@ def recover_torch(model: "torch.nn.Module", model_name: str, steps: int) -> dict
         raise UsageError(f"--finetune-steps needs task data; model {model_name!r} has none (models with data: {known})")
     task = importlib.import_module(TASK_DATA[model_name])
     before = task.evaluate(model)
-    losses = task.train_steps(model, steps, lr=RECOVERY_LR, masks=sparse_masks(model)) if steps else []
+    lr = getattr(task, "RECOVERY_LR", RECOVERY_LR)
+    losses = task.train_steps(model, steps, lr=lr, masks=sparse_masks(model)) if steps else []
     return {
         "steps": steps,
         "data": TASK_DATA[model_name].rsplit(".", 1)[-1],
