@@ -1,9 +1,12 @@
 """`make demo`'s job, as a user runs it: `tridesign demo -o DIR` in a subprocess with an empty cache
-prints one table row per job and writes the report, its summary and one verified artifact per job."""
+prints one table row per job and writes the report, its summary and one verified artifact per job.
+The video part (`--video`, the default) trains the detector on first use: it has its own slow test."""
 
 from __future__ import annotations
 
 import json
+
+import pytest
 
 from tridesign.artifact import load_manifest
 from tridesign.workflows.demo import DEFAULT_ARCH, DEFAULT_MODEL, demo_jobs
@@ -26,3 +29,19 @@ def test_demo_writes_its_report_rows_and_artifacts(tmp_path, cli) -> None:
         manifest = load_manifest(out / "artifacts" / f"{model}-{backend}")
         assert manifest.backend == backend and manifest.verification.passed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
+
+
+@pytest.mark.slow
+def test_demo_video_part_tracks_dense_and_tridesign(tmp_path) -> None:
+    """The video part of `make demo` (it trains the detector when the cache has none): both settings
+    tracked, scored and simulated; the tri-design row computes fewer MACs on fewer kept frames."""
+    from tridesign.workflows.demo import _video, video_settings
+
+    rows = _video(tmp_path)
+    assert [r["setting"] for r in rows] == list(video_settings())
+    dense, tri = rows
+    assert dense["kept_frames"] == dense["frames"] and tri["kept_frames"] < tri["frames"]
+    assert tri["macs_computed"] * 3 <= dense["macs_computed"]
+    assert dense["MOTA"] > 0.5 and tri["MOTA"] > 0.4
+    assert tri["sim_effective_fps"] > dense["sim_effective_fps"]
+    assert all((tmp_path / r["video"]).is_file() for r in rows)

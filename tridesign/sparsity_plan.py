@@ -11,7 +11,7 @@ weights removed, 0 <= s < 1:
 - ``unstructured:0.8``   global L1 magnitude over all prunable weights of the group (``:layer``: per layer)
 - ``block:0.9:4x4``      zero whole (rows x cols) blocks of each weight's 2-D view, per layer
 - ``nm:2:4``             keep N of every M consecutive weights along the reduction axis
-- ``pattern:4:0.9``      tri-design 3x3 pattern pruning: global L1 at 0.9, then 4-of-9 patterns
+- ``pattern:4:0.9``      tri-design 3x3 pattern pruning: global L1 at 0.9, then 4-of-9 patterns (``:layer``: L1 per layer)
 - ``channel:0.5``        remove 50 % of the output channels of every prunable layer (physically in torch)
 - ``zograsp:0.9``        DeepZero's ZO-GraSP at init: ZO scores give per-layer ratios, then magnitude
 - ``none``               keep dense (useful in a per-layer rule)
@@ -57,7 +57,7 @@ FORMS = {
     "unstructured": "unstructured:S[:layer]",
     "block": "block:S:RxC",
     "nm": "nm:N:M",
-    "pattern": "pattern:K:S",
+    "pattern": "pattern:K:S[:layer]",
     "channel": "channel:S",
     "zograsp": "zograsp:S",
     "none": "none",
@@ -158,16 +158,20 @@ class NM(_Method):
 
 @dataclass(frozen=True)
 class Pattern3x3(_Method):
-    """Tri-design pattern pruning: global L1 at `sparsity`, then `keep`-of-9 patterns per 3x3 kernel."""
+    """Tri-design pattern pruning: L1 at `sparsity` (ranked over the group, or within each layer with
+    scope `layer`), then `keep`-of-9 patterns per 3x3 kernel. Per-layer ranking prunes every layer
+    alike, as the tri-design paper does; global ranking leaves the many-weight, few-MAC deep layers
+    the sparsest and the high-resolution early layers (most of a detector's MACs) nearly dense."""
 
     sparsity: float
     keep: int = PATTERN_KEEP
+    scope: Literal["global", "layer"] = "global"
     method: ClassVar[str] = "pattern"
     annotation_method: ClassVar[str] = "pattern3x3"  # type: ignore[misc]
 
     @property
     def text(self) -> str:
-        return f"pattern:{self.keep}:{_number(self.sparsity)}"
+        return f"pattern:{self.keep}:{_number(self.sparsity)}" + (":layer" if self.scope == "layer" else "")
 
     @property
     def pattern(self) -> str:
@@ -255,10 +259,10 @@ def parse_method(text: str) -> Method:
             if n_ > m_:
                 raise UsageError(f"N:M spec {text!r} needs N <= M")
             return NM(n_, m_)
-        case "pattern", [keep, sparsity]:
+        case "pattern", [keep, sparsity, *scope] if scope in ([], ["global"], ["layer"]):
             if (kept := _int(keep, text)) != PATTERN_KEEP:
                 raise UsageError(f"pattern pruning uses the tri-design 4-of-9 patterns; got {kept} in {text!r}")
-            return Pattern3x3(_ratio(sparsity, text))
+            return Pattern3x3(_ratio(sparsity, text), scope=scope[0] if scope else "global")
         case "channel", [sparsity]:
             return Channel(_ratio(sparsity, text))
         case "zograsp", [sparsity]:

@@ -47,3 +47,12 @@ def test_real_sparsity_is_reported_below_nominal(resnet, example) -> None:
         library = {p.ravel().tobytes() for p in PATTERNS}
         assert all(k.tobytes() in library for k in patterned), name
         assert rec.extra["kernels_removed"] + rec.extra["kernels_patterned"] + rec.extra["kernels_dense"] == len(kernels)
+
+
+def test_layer_scope_ranks_each_layer_on_its_own(resnet, example) -> None:
+    """`pattern:4:0.9:layer`: the magnitude step keeps 10 % of every layer (then the per-kernel rule
+    restores or patterns kernels), so no layer stays near-dense as global ranking leaves early layers."""
+    report = prune_torch(resnet, load_plan("pattern:4:0.9:layer"), example)
+    densities = [rec.density for rec in report.records.values() if rec.values.ndim == 4 and rec.values.shape[2:] == (3, 3)]
+    assert densities and max(densities) < 0.35
+    assert load_plan("pattern:4:0.9:layer").default.text == "pattern:4:0.9:layer"

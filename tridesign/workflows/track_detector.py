@@ -9,6 +9,7 @@ tile-sparse executor built from the same artifact's ONNX (`kernels.tile_network`
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +52,11 @@ def cached_artifact(name: str, options: CompileOptions) -> Path:
     """Compile registered model `name` with `options` into the cache unless it is there already."""
     from tridesign.models.video_training import RECIPE_VERSION
 
-    path = cache_dir() / "track" / f"{name}-{options.config}-r{RECIPE_VERSION}-{options_hash(options)}"
+    key = options_hash(options)
+    if options.prune is not None and options.prune.source is not None:
+        # A YAML plan prints as its path: its rules go into the key, so an edited file is not reused.
+        key += "-" + hashlib.sha256(repr(options.prune).encode()).hexdigest()[:8]
+    path = cache_dir() / "track" / f"{name}-{options.config}-r{RECIPE_VERSION}-{key}"
     if (path / "manifest.json").is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)

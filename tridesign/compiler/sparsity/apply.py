@@ -81,7 +81,11 @@ def compute_records(
         elif isinstance(spec, (Block, NM)):
             masks = _matrix_masks(spec, weights, names, floor)
         elif isinstance(spec, Pattern3x3):
-            masks = prune_fns.global_masks(scores, spec.sparsity, floor)
+            masks = (
+                prune_fns.global_masks(scores, spec.sparsity, floor)
+                if spec.scope == "global"
+                else {n: prune_fns.layer_mask(scores[n], spec.sparsity, floor) for n in names}
+            )
             for n in names:
                 if is_pattern_conv(weights[n].values.shape):
                     masks[n], stats = pattern_mask(weights[n].values, masks[n])
