@@ -38,7 +38,9 @@ class _Chain:
         return ConvLayer(static_shape(self.conv.args[0]), w_shape, geom, self.relu, self.residual is not None)
 
 
-def _eligible(value: relax.Expr) -> bool:
+def eligible_conv(value: relax.Expr) -> bool:
+    """An ungrouped fp32 NCHW/OIHW conv2d on a constant 4-D weight, symmetric padding, static shapes:
+    what the hand-written conv kernels (dense and masked) take."""
     if not isinstance(value, relax.Call) or not isinstance(value.op, tvm.ir.Op) or value.op.name != "relax.nn.conv2d":
         return False
     attrs, weight = value.attrs, value.args[1]
@@ -117,7 +119,7 @@ class _Planner:
         """
         plans: dict[relax.Var, _Chain] = {}
         for var, value in self.values.items():
-            if not _eligible(value):
+            if not eligible_conv(value):
                 continue
             chain, end = _Chain(value), var
             absorbed = [var]

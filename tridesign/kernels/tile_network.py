@@ -52,7 +52,7 @@ from tridesign.errors import TridesignError
 from tridesign.kernels.conv_tiles import TileBook, vector_floats
 from tridesign.kernels.mask_macs import ConvSite, conv_macs, conv_sites, layer_mask
 from tridesign.kernels.reference import ConvGeometry
-from tridesign.kernels.relax_dense_conv import dense_conv_module
+from tridesign.kernels.relax_dense_conv import dense_conv_module, eligible_conv
 from tridesign.kernels.relax_integration import static_shape
 from tridesign.kernels.relax_max_pool import max_pool_module
 from tridesign.kernels.tir_masked_conv import (
@@ -238,25 +238,8 @@ class _Planner:
 
 
 def _eligible(value: relax.Expr) -> bool:
-    """An ungrouped fp32 NCHW batch-1 conv2d on a constant weight, symmetric padding, static shapes."""
-    if not _op(value, "relax.nn.conv2d"):
-        return False
-    attrs, weight = value.attrs, value.args[1]
-    if not isinstance(weight, tvm.ir.GenericConst) or str(weight.value.dtype) != "float32":
-        return False
-    pad = [int(p) for p in attrs.padding]
-    shape = static_shape(value.args[0])
-    return (
-        shape is not None
-        and len(shape) == 4
-        and shape[0] == 1
-        and attrs.data_layout == "NCHW"
-        and attrs.kernel_layout == "OIHW"
-        and attrs.out_layout == "NCHW"
-        and int(attrs.groups) == 1
-        and pad[:2] == pad[2:]
-        and str(value.ty.dtype) == "float32"
-    )
+    """A conv the hand-written kernels take, at batch 1 (one video frame)."""
+    return eligible_conv(value) and static_shape(value.args[0])[0] == 1
 
 
 @relax.expr_functor.mutator

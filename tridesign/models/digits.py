@@ -26,6 +26,7 @@ import numpy as np
 from tridesign.data.digits import IN_CHANNELS, NUM_CLASSES, calibration_set, digits_inputs, load_digits_split
 from tridesign.models.deepzero import RESNET20, build_resnet20
 from tridesign.models.registry import register
+from tridesign.models.training import masked_step
 
 if TYPE_CHECKING:
     import torch
@@ -88,16 +89,7 @@ def train_steps(
             if len(losses) >= steps:
                 break
             logits = model(torch.from_numpy(_augment(xb, rng)))
-            loss = F.cross_entropy(logits, torch.from_numpy(yb))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            if masks:
-                with torch.no_grad():
-                    for name, mask in masks.items():
-                        params[name].mul_(mask)
-            losses.append(loss.item())
+            losses.append(masked_step(opt, sched, F.cross_entropy(logits, torch.from_numpy(yb)), params, masks))
     model.eval()
     return losses
 

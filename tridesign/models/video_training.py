@@ -37,6 +37,7 @@ from tridesign.data.detections import (
 )
 from tridesign.models.digits import cache_dir
 from tridesign.models.registry import ModelSpec, register
+from tridesign.models.training import masked_step
 
 if TYPE_CHECKING:
     import torch
@@ -183,15 +184,7 @@ def train_steps(
             sample = {k: torch.from_numpy(v) for k, v in _sample(data, order[start : start + batch], rng).items()}
             heat, boxes = model(sample["image"], sample["patch_mask"])
             loss, _ = center_loss(heat, boxes, sample)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            if masks:
-                with torch.no_grad():
-                    for name, mask in masks.items():
-                        params[name].mul_(mask)
-            losses.append(loss.item())
+            losses.append(masked_step(opt, sched, loss, params, masks))
             if on_step is not None:
                 on_step(len(losses), losses[-1])
     model.eval()
