@@ -3,7 +3,8 @@ artifact -> TVM build of the same graph -> outputs match ONNX Runtime -> profile
 
 One test parametrized over the registry, so a newly registered model is covered at once. Whole-chain
 models whose parts are registered separately (`zoaeds`, `qdtrack`, `unlearndiff_sd14`) run TVM only
-under the `slow` marker: their parts compile the same operators.
+under the `slow` marker: their parts compile the same operators; so does `qdtrack_center`, whose tiny
+config tests/workflows/test_track.py compiles with both backends and compares (results row for row).
 """
 
 from __future__ import annotations
@@ -14,10 +15,14 @@ import pytest
 from tridesign.models import get_model, list_models
 
 
+COVERED_ELSEWHERE = {"qdtrack_center"}
+
+
 def _params():
     for spec in list_models():
         composite = bool(spec.parts) and spec.name not in spec.parts.values()
-        yield pytest.param(spec.name, marks=[pytest.mark.slow] if composite else [], id=spec.name)
+        slow = composite or spec.name in COVERED_ELSEWHERE
+        yield pytest.param(spec.name, marks=[pytest.mark.slow] if slow else [], id=spec.name)
 
 
 @pytest.mark.parametrize("name", list(_params()))
