@@ -231,6 +231,17 @@ def patch_mask(
     return keep
 
 
+def frame_patch_mask(
+    frame_bgr: np.ndarray, drop_fraction: float, keep_boxes: np.ndarray | None, patch_px: int
+) -> np.ndarray:
+    """A frame's kept patches (rows, cols): scored and dropped by `patch_mask`, or all kept without
+    scoring when nothing is to be dropped (scoring is the costly part)."""
+    frame_hw = frame_bgr.shape[:2]
+    if drop_fraction == 0:
+        return np.ones(patch_areas(frame_hw, patch_px).shape, bool)
+    return patch_mask(patch_scores(frame_bgr, patch_px), drop_fraction, keep_boxes, patch_px, frame_hw)
+
+
 def to_network_mask(
     mask: np.ndarray,
     network_mask_hw: tuple[int, int],

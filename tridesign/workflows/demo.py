@@ -70,9 +70,9 @@ def _video(tmp: Path) -> list[dict[str, Any]]:
     video, gt = next(seq.glob("synth-0001.*")), seq / "gt" / "gt.txt"
     system = load_spec(DEFAULT_ARCH)
     rows = []
+    (tmp / "tracks").mkdir()
     for i, (name, kw) in enumerate(video_settings().items()):
         out = tmp / "tracks" / f"{i + 1}-{kw['backend']}"
-        (tmp / "tracks").mkdir(exist_ok=True)
         summary = track(video, out, TrackOptions(gt=gt, **kw))
         sim = simulate(load_workload(out / "detector.onnx"), system).totals
         rows.append({

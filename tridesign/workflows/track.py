@@ -21,7 +21,6 @@ with the measured data sparsity in its `tridesign.data_sparsity` annotation, whi
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -38,7 +37,7 @@ from tridesign.atomic import atomic_dir, check_writable_parent
 from tridesign.data.detections import decode, network_input, scale_boxes
 from tridesign.data.frames import read_frames
 from tridesign.data.video import FPS, open_writer
-from tridesign.data.video_sparsity import FrameDropper, parse_frame_drop, patch_areas, patch_mask, patch_scores, to_network_mask
+from tridesign.data.video_sparsity import FrameDropper, frame_patch_mask, parse_frame_drop, to_network_mask
 from tridesign.errors import UsageError
 from tridesign.kernels.mask_macs import conv_macs, conv_sites
 from tridesign.sparsity_plan import SparsityPlan
@@ -154,9 +153,7 @@ def track(source: str | Path, out: Path, options: TrackOptions,
             keep = dropper.keep(index, frame)
             kept_patches = None
             if keep:
-                kept_patches = (patch_mask(patch_scores(frame, options.patch_px), options.patch_drop, boxes_prev,
-                                           options.patch_px, frame.shape[:2])
-                                if options.patch_drop > 0 else np.ones(patch_areas(frame.shape[:2], options.patch_px).shape, bool))
+                kept_patches = frame_patch_mask(frame, options.patch_drop, boxes_prev, options.patch_px)
                 net_mask = to_network_mask(kept_patches, detector.mask_hw, frame.shape[:2], options.patch_px)
                 image = network_input(frame, detector.image_hw)
                 t1 = time.perf_counter()
@@ -292,7 +289,8 @@ def _summary(source: str | Path, options: TrackOptions, detector: Detector, tota
 
 
 def _options_record(options: TrackOptions) -> dict[str, Any]:
+    """The options as JSON values (validated, so every number is finite)."""
     record = asdict(options)
     record["prune"] = str(options.prune) if options.prune else None
     record["gt"] = str(options.gt) if options.gt else None
-    return {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in record.items()}
+    return record
