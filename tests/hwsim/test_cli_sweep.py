@@ -8,7 +8,7 @@ from tests.hwsim.conftest import small_system, tiny_cnn
 from tridesign.errors import UsageError
 from tridesign.hwsim.simulate import simulate
 from tridesign.hwsim.sparsity import SparsitySetting
-from tridesign.hwsim.sweep import grid, pareto_front, run_sweep
+from tridesign.hwsim.sweep import grid, run_sweep, sweep_front
 from tridesign.hwsim.workload import load_workload
 from tridesign.sparsity_plan import Unstructured
 
@@ -67,7 +67,7 @@ def test_pareto_front_definition():
             {"latency_ms": 2, "energy_per_input_frame": 2, "area_mm2": 1},
             {"latency_ms": 2, "energy_per_input_frame": 6, "area_mm2": 1},  # dominated by 0
             {"latency_ms": 3, "energy_per_input_frame": 1, "area_mm2": 9}]
-    assert pareto_front(rows) == [0, 1, 3]
+    assert sweep_front(rows) == [0, 1, 3]
 
 
 def test_sweep_local_pool_matches_serial():

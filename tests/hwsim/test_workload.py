@@ -100,3 +100,21 @@ def test_unknown_shapes_raise_tridesign_error():
     model = graph_model([helper.make_node("Relu", ["x"], ["y"], name="r")], [x], [y], [])
     with pytest.raises(TridesignError):
         load_workload(model)
+
+
+def test_int8_qdq_weight_density_comes_from_the_stored_int8_tensor():
+    """An int8 graph feeds Conv through DequantizeLinear; its zeros are in the int8 initializer."""
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(0)
+    q = rng.integers(-127, 128, size=(8, 4, 3, 3)).astype(np.int8)
+    q[rng.random(q.shape) < 0.7] = 0
+    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_scale"], ["w_dq"], axis=0, name="w_dq"),
+             helper.make_node("Conv", ["x", "w_dq"], ["y"], pads=[1, 1, 1, 1], name="conv")]
+    graph = helper.make_graph(
+        nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])],
+        [numpy_helper.from_array(q, "w_q"), numpy_helper.from_array(np.full(8, 0.01, np.float32), "w_scale")])
+    layer = load_workload(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])).layers[0]
+    assert layer.op_type == "Conv" and layer.weight_density == pytest.approx(float((q != 0).mean()), abs=1e-12)
+    assert layer.weight_density < 0.4 and layer.weight_pattern == "unstructured"

@@ -88,6 +88,8 @@ def test_simulate_reads_the_measured_sparsity(video, tmp_path, cli) -> None:
     ({"frame_drop": "sometimes"}, UsageError, "--frame-drop"),
     ({"patch_drop": 1.0}, UsageError, "--patch-drop"),
     ({"backend": "trt"}, UsageError, "--backend"),
+    ({"quantize": "int4"}, UsageError, "--quantize must be int8"),
+    ({"quantize": "int8", "backend": "tvm", "patch_drop": 0.2}, UsageError, "tile-sparse TVM detector runs float weights"),
 ])
 def test_bad_options_are_refused_before_writing(video, tmp_path, kw, error, words) -> None:
     with pytest.raises(error, match=words):

@@ -133,7 +133,7 @@ def sweep_cmd(
     from tridesign.hwsim.simulate import assign_stages, stage_notes
     from tridesign.hwsim.sparsity import SparsitySetting, parse_what_if
     from tridesign.hwsim.spec import load_spec
-    from tridesign.hwsim.sweep import grid, pareto_front, run_sweep, write_sweep
+    from tridesign.hwsim.sweep import grid, run_sweep, sweep_front, write_sweep
     from tridesign.progress import stderr
 
     params = {}
@@ -156,7 +156,7 @@ def sweep_cmd(
     with Progress(transient=True, console=stderr) as bar:
         task = bar.add_task(f"sweeping {len(points)} points", total=len(points))
         rows = run_sweep(workload, system, points, executor, workers, lambda n: bar.advance(task, n))
-    front = pareto_front(rows)
+    front = sweep_front(rows)
     payload = write_sweep(rows, front, out, report, f"{workload.name} on {system.name}")
     if json_out:
         emit_json(payload)

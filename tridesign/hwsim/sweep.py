@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from tridesign.atomic import write_text_atomic
 from tridesign.errors import UsageError
+from tridesign.hwsim.pareto import pareto_front
 from tridesign.hwsim.simulate import simulate
 from tridesign.hwsim.sparsity import SparsitySetting, apply_sparsity
 from tridesign.hwsim.spec import DeviceSpec, SystemSpec
@@ -125,16 +126,9 @@ def _run_ray(workload: Workload, system: SystemSpec, points: list[SweepPoint], t
     return [by_point[i] for i in range(len(points))]
 
 
-def pareto_front(rows: list[dict[str, Any]], keys: tuple[str, ...] = OBJECTIVES) -> list[int]:
-    """Indices of the rows not dominated (<= on every key and < on one) by any other row."""
-    front = []
-    for i, a in enumerate(rows):
-        dominated = any(
-            all(b[k] <= a[k] for k in keys) and any(b[k] < a[k] for k in keys) for j, b in enumerate(rows) if j != i
-        )
-        if not dominated:
-            front.append(i)
-    return front
+def sweep_front(rows: list[dict[str, Any]]) -> list[int]:
+    """The points no other point beats on latency, energy and area at once."""
+    return pareto_front(rows, OBJECTIVES)
 
 
 def write_sweep(rows: list[dict[str, Any]], front: list[int], json_path: Path | None, html_path: Path | None,

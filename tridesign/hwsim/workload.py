@@ -109,7 +109,10 @@ def load_workload(source: str | Path | onnx.ModelProto, name: str | None = None)
         layer.inputs = [(alias.get(x, x), math.prod(shapes.get(x) or [0])) for x in node.input
                         if x and x not in inits]
         if layer.weight_name is not None:
-            _attach_sparsity(layer, records.get(layer.weight_name), inits.get(layer.weight_name))
+            # An int8 (QDQ) graph feeds the weight through DequantizeLinear: its stored int8 tensor
+            # (and the annotation, rekeyed to it by the int8 pass) holds the zeros.
+            stored = alias.get(layer.weight_name, layer.weight_name)
+            _attach_sparsity(layer, records.get(stored) or records.get(layer.weight_name), inits.get(stored))
         layers.append(layer)
     if not layers:
         raise TridesignError("the ONNX graph has no operation the accelerator executes")

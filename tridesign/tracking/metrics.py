@@ -44,7 +44,7 @@ def score(gt_rows: Sequence[MotRow], result_rows: Sequence[MotRow], num_frames: 
     """MOTA, IDF1, HOTA and the counts behind them for one sequence of `num_frames` frames.
 
     Keys: MOTA, MOTP, IDF1, IDP, IDR, HOTA, DetA, AssA, LocA (fractions, TrackEval's definitions,
-    HOTA's averaged over its thresholds), IDSW, FP, FN, TP, MT, PT, ML, Frag, num_gt (scored gt
+    HOTA's averaged over its thresholds), IDTP, IDFP, IDFN (IDF1's counts, to combine sequences), IDSW, FP, FN, TP, MT, PT, ML, Frag, num_gt (scored gt
     boxes), num_ignored (gt boxes ignored), num_results (tracker boxes scored), num_gt_ids,
     num_result_ids, frames. With no gt MOTA is -FP as TrackEval defines it (FP over max(1, 0)).
     """
@@ -60,6 +60,7 @@ def score(gt_rows: Sequence[MotRow], result_rows: Sequence[MotRow], num_frames: 
     hota = HOTA().eval_sequence(data)
     out = {key: float(clear[key]) for key in ("MOTA", "MOTP")}
     out |= {key: float(identity[key]) for key in ("IDF1", "IDP", "IDR")}
+    out |= {key: int(identity[key]) for key in ("IDTP", "IDFP", "IDFN")}
     out |= {key: float(np.mean(hota[key])) for key in ("HOTA", "DetA", "AssA", "LocA")}
     counts = {"IDSW": "IDSW", "FP": "CLR_FP", "FN": "CLR_FN", "TP": "CLR_TP", "MT": "MT", "PT": "PT", "ML": "ML", "Frag": "Frag"}
     out |= {key: int(clear[field]) for key, field in counts.items()}

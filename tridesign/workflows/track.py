@@ -61,6 +61,7 @@ class TrackOptions:
     patch_px: int = PAPER_PATCH_PX
     prune: SparsityPlan | None = None
     finetune_steps: int = 0
+    quantize: str | None = None  # "int8": the compiler's int8 pass, calibrated on training frames
     gt: Path | None = None
     max_detections: int = 50
     video: bool = True  # write the annotated video
@@ -73,6 +74,10 @@ class TrackOptions:
             raise UsageError(f"--patch must be at least 8 pixels, got {self.patch_px}")
         if self.backend not in ("ort", "tvm"):
             raise UsageError(f"--backend must be ort or tvm, got {self.backend!r}")
+        if self.quantize not in (None, "int8"):
+            raise UsageError(f"--quantize must be int8, got {self.quantize!r}")
+        if self.quantize and self.backend == "tvm" and self.patch_drop > 0:
+            raise UsageError("the tile-sparse TVM detector runs float weights: with --quantize int8 and --patch-drop use --backend ort")
         return self
 
 
@@ -134,7 +139,8 @@ def track(source: str | Path, out: Path, options: TrackOptions,
     if gt_rows and total and max(r.frame for r in gt_rows) > total:
         raise UsageError(f"{options.gt}: ground truth reaches frame {max(r.frame for r in gt_rows)}, "
                          f"but {source} has {total} frames")
-    detector = load_detector(options.model, options.backend, options.prune, options.finetune_steps, options.config)
+    detector = load_detector(options.model, options.backend, options.prune, options.finetune_steps, options.config,
+                             options.quantize)
     runner = _Runner(detector, options)
     tracker = Tracker(options.tracker)
     totals = _Totals()

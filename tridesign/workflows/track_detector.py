@@ -2,14 +2,13 @@
 
 `--model DIR` names an artifact `tridesign compile` built; `--model NAME` (default the trained
 `qdtrack_center`, config `track`) is compiled here with the backend and `--prune` asked for, into
-the cache (`~/.cache/tridesign/track/`), so a second run starts at once. What tracks is therefore
+the cache (`tridesign.compiler.artifact_cache`), so a second run starts at once. What tracks is therefore
 always a compiled, verified artifact, and for `--backend tvm` with dropped patches also the
 tile-sparse executor built from the same artifact's ONNX (`kernels.tile_network`).
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +17,8 @@ import onnx
 from tridesign.artifact import MODEL_FILE, Manifest, load_manifest, open_source
 from tridesign.compiler.backends import get_backend
 from tridesign.compiler.options import CompileOptions
-from tridesign.compiler.pipeline import compile_artifact, options_hash
+from tridesign.compiler.artifact_cache import cached_artifact
 from tridesign.errors import UsageError
-from tridesign.models.digits import cache_dir
-from tridesign.progress import stderr
 from tridesign.sparsity_plan import SparsityPlan
 
 DEFAULT_MODEL = "qdtrack_center"
@@ -44,43 +41,25 @@ class Detector:
         return onnx.load(str(self.artifact / MODEL_FILE))
 
 
-def detector_options(backend: str, prune: SparsityPlan | None, finetune_steps: int, config: str) -> CompileOptions:
-    return CompileOptions(backend=backend, prune=prune, finetune_steps=finetune_steps, config=config)
-
-
-def cached_artifact(name: str, options: CompileOptions) -> Path:
-    """Compile registered model `name` with `options` into the cache unless it is there already."""
-    from tridesign.models.video_training import RECIPE_VERSION
-
-    key = options_hash(options)
-    if options.prune is not None and options.prune.source is not None:
-        # A YAML plan prints as its path: its rules go into the key, so an edited file is not reused.
-        key += "-" + hashlib.sha256(repr(options.prune).encode()).hexdigest()[:8]
-    path = cache_dir() / "track" / f"{name}-{options.config}-r{RECIPE_VERSION}-{key}"
-    if (path / "manifest.json").is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stderr.print(f"[yellow]note:[/] compiling the detector {name} ({options.config}, {options.backend}"
-                 f"{', prune ' + str(options.prune) if options.prune else ''}) once; cached in {path}",
-                 highlight=False, soft_wrap=True)
-    compile_artifact(name, options, path)
-    return path
+def detector_options(backend: str, prune: SparsityPlan | None, finetune_steps: int, config: str,
+                     quantize: str | None = None) -> CompileOptions:
+    return CompileOptions(backend=backend, prune=prune, finetune_steps=finetune_steps, config=config, quantize=quantize)
 
 
 def load_detector(model: str | None, backend: str, prune: SparsityPlan | None, finetune_steps: int,
-                  config: str | None = None) -> Detector:
+                  config: str | None = None, quantize: str | None = None) -> Detector:
     """Resolve `--model` to a compiled artifact with the detector's inputs and outputs, and load it."""
     name = model or DEFAULT_MODEL
     opened = open_source(name, allow=("registered", "artifact"))
     if opened.kind == "artifact":
-        if prune is not None or finetune_steps:
-            raise UsageError(f"{name} is compiled already: --prune and --finetune-steps apply when --model names a registered model")
+        if prune is not None or finetune_steps or quantize:
+            raise UsageError(f"{name} is compiled already: --prune, --finetune-steps and --quantize apply when --model names a registered model")
         artifact = opened.artifact_dir
         manifest = load_manifest(artifact)
         if manifest.backend != backend:
             raise UsageError(f"{name} was compiled for {manifest.backend}, not {backend}; pass --backend {manifest.backend}")
     else:
-        options = detector_options(backend, prune, finetune_steps, config or DEFAULT_CONFIG)
+        options = detector_options(backend, prune, finetune_steps, config or DEFAULT_CONFIG, quantize)
         artifact = cached_artifact(name, options)
         manifest = load_manifest(artifact)
     inputs = {t.name: t for t in manifest.inputs}
