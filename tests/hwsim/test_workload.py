@@ -118,3 +118,35 @@ def test_int8_qdq_weight_density_comes_from_the_stored_int8_tensor():
     layer = load_workload(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])).layers[0]
     assert layer.op_type == "Conv" and layer.weight_density == pytest.approx(float((q != 0).mean()), abs=1e-12)
     assert layer.weight_density < 0.4 and layer.weight_pattern == "unstructured"
+
+
+def test_int8_layer_moves_half_the_bytes_and_takes_the_8bit_mac():
+    """The same conv as float and as QDQ int8, simulated on a 16-bit device: 8-bit words, int8 MAC energy."""
+    from onnx import numpy_helper
+
+    from tridesign.hwsim.energy import load_table
+    from tridesign.hwsim.simulate import simulate
+    from tridesign.hwsim.spec import load_spec
+
+    w = np.random.default_rng(1).integers(-127, 128, size=(16, 8, 3, 3)).astype(np.int8)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 16, 16])
+    conv = dict(pads=[1, 1, 1, 1], name="conv")
+    fp = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], **conv)], "fp", [x], [y],
+                           [numpy_helper.from_array(w.astype(np.float32) * 0.01, "w")])
+    q = helper.make_graph([
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["x_q"], name="xq"),
+        helper.make_node("DequantizeLinear", ["x_q", "s", "z"], ["x_dq"], name="xdq"),
+        helper.make_node("DequantizeLinear", ["w_q", "w_s"], ["w_dq"], axis=0, name="wdq"),
+        helper.make_node("Conv", ["x_dq", "w_dq"], ["y"], **conv),
+    ], "q", [x], [y], [numpy_helper.from_array(w, "w_q"), numpy_helper.from_array(np.full(16, 0.01, np.float32), "w_s"),
+                       numpy_helper.from_array(np.array(0.05, np.float32), "s"), numpy_helper.from_array(np.array(128, np.uint8), "z")])
+    opset = [helper.make_opsetid("", 17)]
+    system = load_spec("eyeriss-like").with_device_overrides({"word_bits": 16, "energy_table": "horowitz45"})
+    layers = [load_workload(helper.make_model(g, opset_imports=opset)).layers[0] for g in (fp, q)]
+    assert [layer.word_bits for layer in layers] == [None, 8]
+    runs = [simulate(load_workload(helper.make_model(g, opset_imports=opset)), system).layers[0] for g in (fp, q)]
+    assert runs[1].traffic.dram_bytes == pytest.approx(runs[0].traffic.dram_bytes / 2, rel=1e-12)
+    table = load_table("horowitz45")
+    assert runs[0].energy_pj["mac"] == pytest.approx(runs[0].issued_macs * table.mac_pj)
+    assert runs[1].energy_pj["mac"] == pytest.approx(runs[1].issued_macs * table.mac8_pj)

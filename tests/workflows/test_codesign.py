@@ -72,8 +72,8 @@ def test_classification_points_are_measured_and_simulated(classification) -> Non
         session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
         logits = np.concatenate([session.run(None, {session.get_inputs()[0].name: x[None]})[0] for x in split.x_test])
         assert row["accuracy"] == pytest.approx(float((logits.argmax(1) == split.y_test).mean()), abs=1e-12)
-        # the simulated numbers are simulate() of that model on the circuit point (int8: 8-bit words)
-        result = simulate(load_workload(model), circuit_system(system, row["circuit"], row["model"]["int8"]))
+        # the simulated numbers are simulate() of that model on the circuit point
+        result = simulate(load_workload(model), circuit_system(system, row["circuit"]))
         assert row["energy_per_frame"] == pytest.approx(result.totals["energy_per_input_frame_j"], rel=1e-12)
         assert row["latency_ms"] == pytest.approx(result.totals["latency_ms"], rel=1e-12)
     by = {(r["model"]["prune"], r["model"]["int8"], r["circuit"]["array_rows"], r["circuit"]["weight_skipping"]): r for r in rows}

@@ -29,6 +29,7 @@ class EnergyTable(BaseModel):
     unit: str = "pJ"
     sources: list[str] = []
     mac_pj: float = Field(ge=0)
+    mac8_pj: float | None = Field(None, ge=0)  # an 8-bit MAC, where the table has one (else mac_pj)
     reg_pj_per_byte: float = Field(ge=0)
     sram_pj_per_byte: float = Field(ge=0)
     dram_pj_per_byte: float = Field(ge=0)
@@ -60,11 +61,13 @@ def load_table(name_or_path: str) -> EnergyTable:
 
 
 def layer_energy(
-    table: EnergyTable, issued_macs: int, vector_ops: int, traffic: Traffic
+    table: EnergyTable, issued_macs: int, vector_ops: int, traffic: Traffic, word_bits: int = 16
 ) -> dict[str, float]:
-    """Dynamic energy of one layer, by component and by operand, in the table's unit."""
+    """Dynamic energy of one layer, by component and by operand, in the table's unit; 8-bit words
+    take the table's 8-bit MAC where it has one (traffic already counts their bytes)."""
+    mac = table.mac8_pj if word_bits <= 8 and table.mac8_pj is not None else table.mac_pj
     out = {
-        "mac": issued_macs * table.mac_pj,
+        "mac": issued_macs * mac,
         "reg": issued_macs * REG_BYTES_PER_MAC * table.reg_pj_per_byte,
         "vector": vector_ops * table.vector_op_pj,
     }

@@ -131,6 +131,8 @@ def simulate(workload: Workload, system: SystemSpec, dataflow: str | None = None
     results: list[LayerResult] = []
     for layer, stage, fraction in zip(workload.layers, stage_of, fractions):
         device = system.devices[stage_specs[stage].device]
+        if layer.word_bits is not None and layer.word_bits < device.word_bits:  # an int8 layer on a wider datapath
+            device = device.model_copy(update={"word_bits": layer.word_bits})
         tiles = fraction if device.sparsity.tile_skipping else 1.0
         results.append(_simulate_layer(layer, stage, device, dataflow or device.dataflow, mode, tiles))
     first = next(iter(system.devices.values()))
@@ -174,7 +176,7 @@ def _simulate_layer(layer: Layer, stage: str, device, dataflow: str, mode: str, 
         vector_ops = math.ceil(layer.vector_ops * tiles)
         compute, issued, useful = math.ceil(vector_ops / device.vector_lanes), 0, 0
         traffic = layer_traffic(layer, device, dataflow, compute, 1, tiles, 0.0, 1.0)
-    energy = layer_energy(load_table(device.energy_table), issued, vector_ops, traffic)
+    energy = layer_energy(load_table(device.energy_table), issued, vector_ops, traffic, device.word_bits)
     cycles = traffic.total_cycles
     pe_cycles = device.pes * max(cycles, 1)
     return LayerResult(
@@ -203,11 +205,12 @@ def _stages(workload: Workload, system: SystemSpec, stage_of: list[str], results
         device = system.devices[spec.device]
         table = load_table(device.energy_table)
         mine = [r for r, s in zip(results, stage_of) if s == spec.name]
-        crossing = {
-            tensor: elems for layer, s in zip(workload.layers, stage_of) if s == spec.name
+        crossing = {  # tensor -> bytes, in the receiving layer's words (8-bit in an int8 graph)
+            tensor: elems * min(layer.word_bits or device.word_bits, device.word_bits) / 8
+            for layer, s in zip(workload.layers, stage_of) if s == spec.name
             for tensor, elems in layer.inputs if producer.get(tensor, spec.name) != spec.name
         }
-        link_bytes = sum(crossing.values()) * device.word_bytes
+        link_bytes = sum(crossing.values())
         link_ms = link_bytes / (system.link_gbps * 1e9) * 1e3
         out.append(StageResult(
             name=spec.name, device=spec.device, cycles=sum(r.cycles for r in mine),

@@ -56,6 +56,7 @@ class Layer:
     kernel_elems: int = 1  # kh*kw of a conv (K = in/groups * kernel_elems, channel-major); 1 for a matmul
     inputs: list[tuple[str, int]] = field(default_factory=list)  # (producing tensor, elements)
     output: str = ""
+    word_bits: int | None = None  # 8 when the graph feeds it quantized tensors (int8 QDQ); None: the device's words
 
     @property
     def macs(self) -> int:
@@ -97,6 +98,7 @@ def load_workload(source: str | Path | onnx.ModelProto, name: str | None = None)
     for t in graph.initializer:
         shapes[t.name] = list(t.dims)
     records = read_weight_sparsity(model)
+    quantized = _quantized_tensors(graph)
     alias: dict[str, str] = {}  # a free op's output is its first input, moved or reshaped
     layers = []
     for i, node in enumerate(graph.node):
@@ -113,11 +115,25 @@ def load_workload(source: str | Path | onnx.ModelProto, name: str | None = None)
             # (and the annotation, rekeyed to it by the int8 pass) holds the zeros.
             stored = alias.get(layer.weight_name, layer.weight_name)
             _attach_sparsity(layer, records.get(stored) or records.get(layer.weight_name), inits.get(stored))
+        operands = [*node.input[:1], *([layer.weight_name] if layer.weight_name is not None else [])]
+        if operands and all(name in quantized for name in operands):
+            layer.word_bits = 8
         layers.append(layer)
     if not layers:
         raise TridesignError("the ONNX graph has no operation the accelerator executes")
     label = name or (Path(source).stem if not isinstance(source, onnx.ModelProto) else graph.name or "model")
     return Workload(label, layers, read_data_sparsity(model))
+
+
+def _quantized_tensors(graph: onnx.GraphProto) -> set[str]:
+    """Tensors that carry 8-bit values: 8-bit initializers, QuantizeLinear outputs, and the
+    DequantizeLinear outputs of either. An int8 (QDQ) graph feeds its layers these, so the
+    accelerator stores, moves and multiplies 8-bit words there."""
+    eight_bit = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+    names = {t.name for t in graph.initializer if t.data_type in eight_bit}
+    names |= {node.output[0] for node in graph.node if node.op_type == "QuantizeLinear" and node.output}
+    return names | {node.output[0] for node in graph.node
+                    if node.op_type == "DequantizeLinear" and node.output and node.input[0] in names}
 
 
 def _layer(node: onnx.NodeProto, index: int, shapes: dict[str, list[int] | None]) -> Layer | None:

@@ -411,7 +411,7 @@ def write_outputs(study, baseline: dict[str, Any], out: Path, report: Path | Non
     files = ["codesign.json", "study.db", "baseline.json", "points.jsonl", "pareto.json"]
     commands = []
     if chosen_row is not None:
-        system = circuit_system(load_spec(job.arch), chosen_row["circuit"], chosen_row["model"]["int8"])
+        system = circuit_system(load_spec(job.arch), chosen_row["circuit"])
         write_text_atomic(out / "chosen_arch.yaml", yaml.safe_dump(system.model_dump(mode="json"), sort_keys=False))
         files.append("chosen_arch.yaml")
         sequences = find_sequences(job.data) if job.task == "video" else ()

@@ -130,12 +130,12 @@ def evaluate(ctx: Context, point: dict[str, Any]) -> dict[str, Any]:
     workload = load_workload(onnx_path)
     circuits, notes = [], set()
     for circuit in ctx.circuits:
-        result = simulate(workload, circuit_system(ctx.system, circuit, point["int8"]))
+        result = simulate(workload, circuit_system(ctx.system, circuit))
         notes.update(result.notes)
         t = result.totals
         circuits.append({
             "circuit": circuit, "dataflow": result.dataflow,
-            "circuit_changed": circuit_system(ctx.system, circuit, False) != ctx.system,
+            "circuit_changed": circuit_system(ctx.system, circuit) != ctx.system,
             "latency_ms": t["latency_ms"], "frame_interval_ms": t["frame_interval_ms"],
             "effective_fps": t["effective_fps"], "area_mm2": t["area_mm2"],
             "energy_per_frame": t["energy_per_input_frame_j"] if t["energy_per_input_frame_j"] is not None else t["energy_per_input_frame"],

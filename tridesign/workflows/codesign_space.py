@@ -13,9 +13,9 @@ what costs minutes (a model point is trained and compiled, a data point tracks t
 circuit knobs cost milliseconds each (one `simulate`), so every circuit point is evaluated for
 every measured (data, model) point.
 
-int8 is a model knob with a circuit consequence: an int8 model runs on 8-bit words (`word_bits:
-8`), a float one on the arch's words (16-bit fixed point on the presets), so `word_bits` is not a
-circuit knob of its own.
+int8 is a model knob with a circuit consequence the simulator reads from the quantized graph:
+its layers move and multiply 8-bit words (the energy table's 8-bit MAC), a float model's the arch's
+words (16-bit fixed point on the presets); `word_bits` is therefore not a circuit knob.
 """
 
 from __future__ import annotations
@@ -155,16 +155,11 @@ class SearchSpace(_Strict):
         return knobs
 
 
-def device_overrides(circuit: dict[str, Any], int8: bool) -> dict[str, Any]:
-    """A circuit point (and the model's number format) as `SystemSpec.with_device_overrides` keys."""
-    overrides = {f"sparsity.{k}" if k in SKIPPING else k: v for k, v in circuit.items()}
-    return overrides | ({"word_bits": 8} if int8 else {})
-
-
-def circuit_system(system: SystemSpec, circuit: dict[str, Any], int8: bool) -> SystemSpec:
+def circuit_system(system: SystemSpec, circuit: dict[str, Any]) -> SystemSpec:
     """The arch with a circuit point applied; a value the spec refuses is a one-line error."""
+    overrides = {f"sparsity.{k}" if k in SKIPPING else k: v for k, v in circuit.items()}
     try:
-        return system.with_device_overrides(device_overrides(circuit, int8))
+        return system.with_device_overrides(overrides)
     except ValidationError as err:
         first = err.errors()[0]
         raise UsageError(f"circuit point {circuit}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
@@ -194,6 +189,5 @@ def load_space(path: Path | None, task: str, system: SystemSpec) -> SearchSpace:
     if task == "classification" and "data" in data:
         raise UsageError(f"{origin}: data: a classification search has no data-sparsity axis (the held-out split is scored whole)")
     for circuit in space.circuit.points():
-        for int8 in space.model.int8:
-            circuit_system(system, circuit, int8)
+        circuit_system(system, circuit)
     return space
