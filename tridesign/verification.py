@@ -41,7 +41,10 @@ def run_onnxruntime(model: onnx.ModelProto | bytes | str, inputs: dict[str, np.n
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3
     payload = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    session = ort.InferenceSession(payload, opts, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(payload, opts, providers=["CPUExecutionProvider"])
+    except Exception as err:  # ORT raises its own C++ exception types; a model it refuses is the file's fault
+        raise TridesignError(f"ONNX Runtime cannot load the model: {' '.join(str(err).split())[:300]}") from None
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, inputs)))
 
