@@ -145,6 +145,12 @@ class Manifest(_Record):
     Written once, when the artifact is complete (the ZO finetuner writes a new artifact with its
     own manifest rather than editing one). Manifests written before this type existed have the
     same keys and load unchanged; a key that is not defined here is refused with its name.
+
+    Reproducible: building the same source with the same options and seeds again writes the same
+    bytes, this manifest included, except the wall-clock fields: `created` and the durations, i.e.
+    `compile_seconds` and any key ending in `_s` (TVM's `tuning.build_s`). Tuning (`--tune`) picks
+    schedules by measured time, so what it adds is not reproducible; builds from one database are.
+    tests/test_reproducibility.py checks export, compile (ORT; untuned TVM, slow), simulate, finetune.
     """
 
     ALWAYS_WRITTEN = frozenset({"format"})

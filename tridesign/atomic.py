@@ -7,6 +7,7 @@ temporary sibling directory and swapped in at the end. A failure or Ctrl-C leave
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -88,18 +89,38 @@ def atomic_dir(path: Path, marker: str) -> Iterator[Path]:
     """
     path = Path(path)
     check_writable_parent(path)
-    if path.exists() and not (path / marker).is_file():
-        raise TridesignError(f"{path} exists and is not a tridesign artifact; choose another output path")
+    with _locked(path.resolve().parent):  # not while another writer swaps its directory in
+        if path.exists() and not (path / marker).is_file():
+            raise TridesignError(f"{path} exists and is not a tridesign artifact; choose another output path")
     tmp = Path(_os_call(tempfile.mkdtemp, path, prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent))
+    old = tmp.with_suffix(".old")  # unique like `tmp`: two writers never move into one name
     try:
         yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
+        with _locked(path.resolve().parent):
+            if path.exists():
+                os.replace(path, old)
             os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `directory` itself (no lock file is left next to the user's output).
+
+    Why: two processes writing one output at once (two `compile -o DIR`) each swap their directory
+    in with two renames; unserialized, one saw DIR vanish or reappear between them and failed,
+    leaving its aside copy behind. Where a directory cannot be opened or flocked (an unreadable
+    parent, some NFS mounts) the swap goes on unlocked, as before.
+    """
+    fd = None
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # closing releases the lock

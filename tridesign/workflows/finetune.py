@@ -20,7 +20,7 @@ from typing import Any
 
 import onnx
 
-from tridesign.artifact import MANIFEST_FILE, FinetunedSource, Manifest, OpenedSource, open_source, write_manifest
+from tridesign.artifact import MANIFEST_FILE, MODEL_FILE, FinetunedSource, Manifest, OpenedSource, open_source, write_manifest
 from tridesign.atomic import atomic_dir, check_writable_parent
 from tridesign.compiler.options import CompileOptions
 from tridesign.compiler.pipeline import compile_artifact
@@ -105,8 +105,11 @@ def write_artifact(model: onnx.ModelProto, source: OpenedSource, out: Path, fine
         for entry in built.iterdir():
             os.replace(entry, tmp / entry.name)
         built.rmdir()
+        # The graph was compiled from a scratch file that is gone now (its random path made two
+        # identical runs write different manifests): name the artifact's own model.onnx instead.
+        compiled_as = compiled.source.model_copy(update={"path": MODEL_FILE})
         manifest = compiled.model_copy(
-            update={"source": FinetunedSource(from_=str(Path(source.text).resolve()), compiled=compiled.source), "finetune": finetune}
+            update={"source": FinetunedSource(from_=str(Path(source.text).resolve()), compiled=compiled_as), "finetune": finetune}
         )
         write_manifest(tmp, manifest)
     return manifest

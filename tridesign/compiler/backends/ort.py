@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
+from tridesign.atomic import write_bytes_atomic
 from tridesign.compiler.backends.base import CompileResult, LayerTiming
 from tridesign.compiler.options import CompileOptions
 from tridesign.errors import TridesignError
@@ -47,6 +49,23 @@ def create_session(path: Path, optimize: bool = True, profile_dir: Path | None =
         raise TridesignError(f"ONNX Runtime cannot load {path.name}: {first}") from None
 
 
+def _canonical_node_names(path: Path) -> None:
+    """Rename the nodes ORT inserted with counter names after their first output, in place.
+
+    Why: ORT's layout transformer names the nodes it adds `<op>` or `<op>_token_<n>` with `n`
+    handed out in an order that changes from run to run (onnxruntime 1.32, ResNet-20's
+    ReorderOutput nodes), so two compiles of one model saved different model.ort.onnx bytes.
+    A node name is only a label (nothing refers to it), and an output name is unique and stable.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        if node.output and re.fullmatch(rf"{re.escape(node.op_type)}(_token_\d+)?", node.name):
+            node.name = f"{node.output[0]}/{node.op_type}"
+    write_bytes_atomic(path, model.SerializeToString())
+
+
 class OrtSession:
     def __init__(self, path: Path):
         self._session = create_session(path)
@@ -80,6 +99,7 @@ class OrtBackend:
         except Exception as err:
             first = str(err).strip().splitlines()[0]
             raise TridesignError(f"ONNX Runtime cannot compile {onnx_path.name}: {first}") from None
+        _canonical_node_names(out_dir / OPTIMIZED)
         notes = []
         if options.tune_trials:
             notes.append("--tune has no effect on the ort backend (ORT has no schedule tuning); nothing was tuned")
