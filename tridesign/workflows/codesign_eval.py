@@ -33,6 +33,7 @@ from tridesign.atomic import write_bytes_atomic
 from tridesign.errors import UsageError
 from tridesign.hwsim.simulate import simulate
 from tridesign.hwsim.spec import SystemSpec
+from tridesign.compiler.options import CompileOptions
 from tridesign.hwsim.workload import load_workload
 from tridesign.sparsity_plan import load_plan
 from tridesign.workflows.codesign_space import DENSE, NO_DROP, circuit_system
@@ -111,8 +112,8 @@ def point_key(point: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(point, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def compile_options(ctx: Context, point: dict[str, Any]):
-    from tridesign.compiler.options import CompileOptions
+def compile_options(ctx: Context, point: dict[str, Any]) -> CompileOptions:
+    """The compiler's options of a model point (the data knobs do not touch the model)."""
 
     return CompileOptions(backend=ctx.backend, config=ctx.config,
                           prune=None if point["prune"] == DENSE else load_plan(point["prune"]),
