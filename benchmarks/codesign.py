@@ -16,7 +16,7 @@ with the reference point MOTA = dense - 0.10 and 1.1x dense latency, energy and 
 (MOTA, energy) alone. The goal: the joint front's hypervolume beats every single-axis front's, and
 holds a point within 2 MOTA points of dense at >= 5x lower simulated energy per frame.
 
-    .venv/bin/python benchmarks/codesign.py [--budget 16] [--frames 90] [--videos 2] [--work out/codesign_bench]
+    .venv/bin/python benchmarks/codesign.py [--budget 24] [--frames 90] [--videos 2] [--work out/codesign_bench]
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def normalized(rows: list[dict], baseline: dict) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=int, default=16)
+    parser.add_argument("--budget", type=int, default=24)
     parser.add_argument("--frames", type=int, default=90)
     parser.add_argument("--videos", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("out/codesign_bench"))

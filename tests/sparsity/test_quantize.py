@@ -90,3 +90,26 @@ def test_int8_keeps_sparsity_annotations(resnet, example, tmp_path) -> None:
         assert not inits[name][~mask].any()  # symmetric int8 keeps the zeros
     rows = layer_rows(q)
     assert len(rows) == 22 and all(r["pattern"] == "nm:2:4" for r in rows if r["op"] == "Conv")
+
+
+def test_int8_verification_is_against_the_integer_kernels_within_one_step(resnet, tmp_path) -> None:
+    from tridesign.verification import VERIFY_ATOL, VERIFY_RTOL, output_steps, run_onnxruntime, verify
+
+    rng = np.random.default_rng(1)
+    calib = [{"input": rng.standard_normal((2, 3, 32, 32), dtype=np.float32)} for _ in range(2)]
+    onnx.save(torch_to_onnx(resnet, calib[0], ("logits",), {"input": {0: "batch"}, "logits": {0: "batch"}}), tmp_path / "fp32.onnx")
+    quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", calib)
+    q = onnx.load(tmp_path / "int8.onnx")
+    steps = output_steps(q)
+    producer = {o: n for n in q.graph.node for o in n.output}["logits"]
+    scale = numpy_helper.to_array({i.name: i for i in q.graph.initializer}[producer.input[1]])
+    assert producer.op_type == "DequantizeLinear" and steps == {"logits": pytest.approx(float(np.max(scale)))}
+    reference = run_onnxruntime(q, calib[0], int8_kernels=True)
+    fp_rule = VERIFY_ATOL + VERIFY_RTOL * float(np.abs(reference["logits"]).max())
+    near = verify({"logits": reference["logits"] + 0.9 * steps["logits"]}, reference, steps)
+    far = verify({"logits": reference["logits"] + 1.01 * steps["logits"] + fp_rule}, reference, steps)
+    assert near.passed and not far.passed and "quantization step" in near.rule and "int8 kernels" in near.reference
+    # the fp32 rule alone would refuse one step; a float graph keeps it (and its reference)
+    assert not verify({"logits": reference["logits"] + 0.9 * steps["logits"]}, reference).passed
+    assert "optimizations disabled" in verify(reference, reference).reference
+    assert output_steps(onnx.load(tmp_path / "fp32.onnx")) == {}

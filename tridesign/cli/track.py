@@ -21,7 +21,7 @@ def track_cmd(
     patch: Annotated[int, typer.Option(help="Patch side in frame pixels.")] = 60,
     prune: Annotated[Optional[str], typer.Option(help="Prune a registered detector before compiling, e.g. pattern:4:0.9 (the paper's).")] = None,
     finetune_steps: Annotated[int, typer.Option(help="Recovery training steps after --prune.")] = 0,
-    quantize: Annotated[Optional[str], typer.Option(help="int8: quantize a registered detector (static QDQ, per-channel weights, calibrated on training frames; qdtrack_center's int8 artifact does not pass verification yet, see docs/codesign.md).")] = None,
+    quantize: Annotated[Optional[str], typer.Option(help="int8: quantize a registered detector (static QDQ, per-channel weights, calibrated on training frames).")] = None,
     gt: Annotated[Optional[Path], typer.Option(help="MOT-challenge gt.txt: score MOTA, IDF1 and HOTA with TrackEval.")] = None,
     video: Annotated[bool, typer.Option(help="Write the annotated video.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print summary.json on stdout instead of tables.")] = False,

@@ -46,7 +46,7 @@ from tridesign.errors import TridesignError, UsageError
 from tridesign.models.registry import get_model
 from tridesign.progress import step
 from tridesign.targets import get_target
-from tridesign.verification import run_onnxruntime, verify
+from tridesign.verification import output_steps, run_onnxruntime, verify
 
 
 def package_versions(*names: str) -> dict[str, str]:
@@ -139,8 +139,9 @@ def compile_artifact(source: str, options: CompileOptions, out_dir: Path) -> Man
     with atomic_dir(out_dir, MANIFEST_FILE) as tmp:
         onnx.save(model, str(tmp / MODEL_FILE))
         quantization = passes.quantize(tmp / MODEL_FILE, options, calibration).get("quantization")
-        with step("reference run in ONNX Runtime"):
-            reference = run_onnxruntime(str(tmp / MODEL_FILE), inputs)
+        steps = output_steps(onnx.load(str(tmp / MODEL_FILE), load_external_data=False)) if quantization else None
+        with step("reference run in ONNX Runtime" + (" (its int8 kernels)" if quantization else "")):
+            reference = run_onnxruntime(str(tmp / MODEL_FILE), inputs, int8_kernels=bool(quantization))
         np.savez(tmp / INPUTS_FILE, **inputs)
         np.savez(tmp / REFERENCE_FILE, **reference)
         started = time.perf_counter()
@@ -152,7 +153,7 @@ def compile_artifact(source: str, options: CompileOptions, out_dir: Path) -> Man
         notes = result.notes + passes.quantization_notes({"quantization": quantization} if quantization else {})
         if target.runs_here:
             with step("verifying the compiled artifact against ONNX Runtime"):
-                verification = verify(backend.load(tmp).run(inputs), reference)
+                verification = verify(backend.load(tmp).run(inputs), reference, steps)
         else:
             verification = Verification(passed=None, skipped=f"built for {options.target}, which cannot run here")
             notes.append(
