@@ -12,6 +12,11 @@ from tridesign.cli.output import emit_json, human, model_config, stdout, table
 from tridesign.errors import TridesignError, UsageError
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of a table.")]
+InputShapeOpt = Annotated[list[str], typer.Option(
+    "--input-shape",
+    help="NAME=DIMS, e.g. x=1x3x224x224 (repeatable): fix the symbolic dims of an .onnx input "
+         "(`tridesign inspect FILE.onnx` lists them); a given shape takes precedence over --batch.",
+)]
 
 
 def models_cmd(json_out: JsonFlag = False) -> None:
@@ -88,10 +93,12 @@ def compile_cmd(
     quantize: Annotated[Optional[str], typer.Option(help="int8: static QDQ quantization, per-channel weights.")] = None,
     config: Annotated[Optional[str], typer.Option(help="Model configuration for a registered model (default: tiny, said on stderr).")] = None,
     batch: Annotated[int, typer.Option(help="Batch size of the example inputs.")] = 1,
+    input_shape: InputShapeOpt = [],  # noqa: B006
     json_out: JsonFlag = False,
 ) -> None:
     """Compile a model into a verified artifact directory with a manifest (optionally pruned and quantized)."""
-    from tridesign.compiler.options import CompileOptions
+    from tridesign.compiler.onnx_io import parse_input_shapes
+    from tridesign.compiler.options import CompileOptions, input_shapes_option
     from tridesign.compiler.pipeline import compile_artifact
     from tridesign.sparsity_plan import load_plan
 
@@ -101,6 +108,7 @@ def compile_cmd(
         backend=backend, target=target, tune_trials=tune, tuning_db=tuning_db,
         prune=load_plan(prune, min_density) if prune else None,
         finetune_steps=finetune_steps, quantize=quantize, config=model_config(source, config), batch=batch,
+        input_shapes=input_shapes_option(parse_input_shapes(input_shape)),
     )
     manifest = compile_artifact(source, options, out)
     if json_out:

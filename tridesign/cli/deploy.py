@@ -22,16 +22,19 @@ def deploy_cmd(
     prune: Annotated[Optional[str], typer.Option(help="Sparsity SPEC or per-layer YAML, as for compile.")] = None,
     quantize: Annotated[Optional[str], typer.Option(help="int8: static QDQ quantization, per-channel weights.")] = None,
     config: Annotated[Optional[str], typer.Option(help="Model configuration for a registered model (default: tiny, said on stderr).")] = None,
+    input_shape: Annotated[list[str], typer.Option("--input-shape", help="NAME=DIMS, e.g. x=1x3x224x224 (repeatable): fix an .onnx input's symbolic dims, as for compile.")] = [],  # noqa: B006
     json_out: JsonFlag = False,
 ) -> None:
     """Bundle a model for a target: verified ONNX, compiled module, reference data, board runner, README."""
-    from tridesign.compiler.options import CompileOptions
+    from tridesign.compiler.onnx_io import parse_input_shapes
+    from tridesign.compiler.options import CompileOptions, input_shapes_option
     from tridesign.sparsity_plan import load_plan
     from tridesign.workflows.deploy import deploy
 
     options = CompileOptions(
         backend=backend or ("ort" if target == "host" else "tvm"), target=target, tune_trials=tune,
         prune=load_plan(prune) if prune else None, quantize=quantize, config=model_config(source, config),
+        input_shapes=input_shapes_option(parse_input_shapes(input_shape)),
     )
     meta = deploy(source, options, out, as_dir)
     if json_out:

@@ -16,25 +16,49 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on
 ArchOpt = Annotated[str, typer.Option("--arch", help="Preset name (tridesign-alveo, zynq-ultrascale, eyeriss-like, tpu-like) or a YAML file.")]
 
 
-def load_source(source: str, config: str = "tiny"):
+InputShapeOpt = Annotated[list[str], typer.Option(
+    "--input-shape",
+    help="NAME=DIMS, e.g. x=1x3x224x224 (repeatable): fix the symbolic dims of an .onnx input, which "
+         "are otherwise counted as 1 (`tridesign inspect FILE.onnx` lists them).",
+)]
+
+
+def load_source(source: str, config: str = "tiny", input_shapes: list[str] | None = None):
     """The workload of SOURCE (tridesign.artifact.open_source); a registered model is exported to a temp dir.
 
     A `tridesign track` output directory is its detector.onnx, which must carry the data sparsity
     measured on the video: simulating it without would report assumed (dense) numbers as measured.
+    `input_shapes` (--input-shape items) fix an ONNX file's symbolic input dims first, as `compile`
+    does; the workload counts every dim left symbolic as 1, said on stderr one line per input.
     """
+    import onnx
+    from rich.markup import escape
+
     from tridesign.artifact import MODEL_FILE, TRACK_MODEL, open_source
+    from tridesign.compiler import onnx_io
     from tridesign.errors import TridesignError
     from tridesign.hwsim.workload import load_workload
 
+    shapes = onnx_io.parse_input_shapes(input_shapes or [])
     opened = open_source(source, allow=("registered", "onnx", "artifact", "track"))
     if opened.onnx_path is not None:
-        workload = load_workload(opened.onnx_path, name=opened.label if opened.kind in ("artifact", "track") else None)
+        model = onnx_io.fix_input_shapes(onnx_io.load_onnx(opened.onnx_path), shapes) if shapes else onnx.load(str(opened.onnx_path))
+        for item in onnx_io.io_signature(model)["inputs"]:
+            symbolic = [f"{d} (axis {axis})" for axis, d in enumerate(item["shape"]) if isinstance(d, str)]
+            if symbolic:
+                note = (f"input {item['name']!r} {onnx_io.format_shape(item['shape'])}: symbolic dims {', '.join(symbolic)} "
+                        f"counted as 1; set them with --input-shape {item['name']}=DIMS")
+                stderr.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+        label = opened.label if opened.kind in ("artifact", "track") else opened.onnx_path.stem
+        workload = load_workload(model, name=label)
         if opened.kind == "track" and workload.data_sparsity is None:
             raise TridesignError(f"{source}: {TRACK_MODEL} carries no tridesign.data_sparsity record; rerun `tridesign track`")
         return workload
     from tridesign.compiler.export import export_model
     from tridesign.progress import step
 
+    if shapes:
+        raise UsageError(f"--input-shape is for .onnx files: {source}'s config ({config}) fixes its input shapes")
     with tempfile.TemporaryDirectory() as tmp, step(f"exporting {source}:{config}"):
         onnx_path = Path(tmp) / MODEL_FILE
         export_model(source, config, onnx_path)
@@ -51,6 +75,7 @@ def simulate_cmd(
     report: Annotated[Optional[Path], typer.Option("--report", help="Write an HTML report with plots.")] = None,
     trace: Annotated[Optional[Path], typer.Option("--trace", help="Write a Ramulator-style DRAM trace.")] = None,
     check_pe: Annotated[bool, typer.Option("--check-pe", help="Also run small GEMM layers step by step on the PE array and compare.")] = False,
+    input_shape: InputShapeOpt = [],  # noqa: B006
     json_out: JsonFlag = False,
 ) -> None:
     """Simulate a model on an accelerator: cycles, latency, FPS, utilization, traffic and energy.
@@ -76,7 +101,7 @@ def simulate_cmd(
     if mode not in ("exact", "scalesim"):
         raise UsageError(f"--mode must be exact or scalesim, not {mode!r}")
     system = load_spec(arch)
-    workload = load_source(source, config)
+    workload = load_source(source, config, input_shape)
     result = simulate(workload, system, dataflow, mode)
     for note in result.notes:
         stderr.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
@@ -124,6 +149,7 @@ def sweep_cmd(
     config: Annotated[str, typer.Option(help="Model config when SOURCE is a registered model.")] = "tiny",
     out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Write the sweep JSON here.")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write the Pareto HTML report here.")] = None,
+    input_shape: InputShapeOpt = [],  # noqa: B006
     json_out: JsonFlag = False,
 ) -> None:
     """Sweep arch parameters x dataflow x sparsity; report the latency/energy/area Pareto front."""
@@ -149,7 +175,7 @@ def sweep_cmd(
     settings = [SparsitySetting(w, _number(t), _number(f)) for w in what_ifs
                 for t in tiles.split(",") for f in frames.split(",")]
     system = load_spec(arch)
-    workload = load_source(source, config)
+    workload = load_source(source, config, input_shape)
     for note in stage_notes(workload, system, assign_stages(workload, system)):
         stderr.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     points = grid(params, list(dataflow), settings)

@@ -30,6 +30,7 @@ def tune_cmd(
     batch: Annotated[int, typer.Option(help="Batch size the kernels are tuned for.")] = 1,
     tracker: Annotated[Optional[str], typer.Option(help="TVM RPC tracker HOST:PORT, to measure on a board.")] = None,
     key: Annotated[Optional[str], typer.Option(help="Device key the board registered with the tracker.")] = None,
+    input_shape: Annotated[list[str], typer.Option("--input-shape", help="NAME=DIMS, e.g. x=1x3x224x224 (repeatable): fix an .onnx input's symbolic dims, as for compile.")] = [],  # noqa: B006
     json_out: JsonFlag = False,
 ) -> None:
     """Tune a model's kernels with MetaSchedule; `compile --backend tvm` with the same target reuses them.
@@ -37,7 +38,8 @@ def tune_cmd(
     Records are appended as they are measured: after an interrupt, run the same command again to
     continue from what was measured.
     """
-    from tridesign.compiler.options import CompileOptions
+    from tridesign.compiler.onnx_io import parse_input_shapes
+    from tridesign.compiler.options import CompileOptions, input_shapes_option
     from tridesign.compiler.pipeline import resolve_source
     from tridesign.compiler.tvm.tuning import RemoteRunner, tune_model
 
@@ -49,7 +51,9 @@ def tune_cmd(
     if tracker is not None:
         host, port = parse_host_port(tracker, "--tracker")
         remote = RemoteRunner(host, port, key or "")
-    options = CompileOptions(backend="tvm", target=target, config=config, batch=batch)
+    options = CompileOptions(
+        backend="tvm", target=target, config=config, batch=batch, input_shapes=input_shapes_option(parse_input_shapes(input_shape))
+    )
     model = resolve_source(source, options)[0]
     report = tune_model(model, target, trials, db_dir=db, batch=batch, remote=remote)
     report["source"] = source

@@ -11,7 +11,8 @@ folding turn both into plain initializers first.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,7 +20,7 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
-from tridesign.errors import TridesignError
+from tridesign.errors import TridesignError, UsageError
 
 TARGET_OPSET = 17
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
@@ -82,16 +83,20 @@ def detach_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Weights out of the inputs, opset 17 at least, constants folded, shapes inferred; metadata kept.
+def normalize(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None) -> onnx.ModelProto:
+    """Weights out of the inputs, opset 17 at least, input shapes fixed, constants folded, shapes
+    inferred; metadata kept.
 
-    Every failure of onnx, its converter or onnxscript's optimizer (they raise bare RuntimeErrors,
+    `input_shapes` (from `--input-shape`) are fixed before constant folding, so Shape subgraphs of
+    a dynamic graph fold away and shape inference sees concrete sizes everywhere. Every failure of onnx, its converter or onnxscript's optimizer (they raise bare RuntimeErrors,
     ValidationErrors and more from C++) becomes a one-line TridesignError naming the stage.
     """
     check_operators(model)
     metadata = {p.key: p.value for p in model.metadata_props}
     opset_in = default_opset(model)
     model = detach_initializers(model)
+    if input_shapes:
+        model = fix_input_shapes(model, input_shapes)
     if opset_in < TARGET_OPSET:
         upgrade = onnx.version_converter.convert_version
         model = _stage(f"cannot upgrade opset {opset_in} to {TARGET_OPSET}", upgrade, model, TARGET_OPSET)
@@ -136,7 +141,7 @@ def io_signature(model: onnx.ModelProto) -> dict[str, list[dict]]:
 
     def describe(value: onnx.ValueInfoProto) -> dict:
         tensor = value.type.tensor_type
-        shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim]
+        shape = [_dim(d) for d in tensor.shape.dim]
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)).name
         return {"name": value.name, "shape": shape, "dtype": dtype}
 
@@ -151,7 +156,7 @@ def random_inputs(signature: list[dict], seed: int = 0, batch: int = 1) -> dict[
     rng = np.random.default_rng(seed)
     inputs = {}
     for item in signature:
-        shape = [d if isinstance(d, int) and d > 0 else (batch if i == 0 else 1) for i, d in enumerate(item["shape"])]
+        shape = _example_dims(item["shape"], batch)
         dtype = np.dtype(item["dtype"])
         if np.issubdtype(dtype, np.floating):
             inputs[item["name"]] = rng.standard_normal(shape).astype(dtype)
@@ -160,6 +165,150 @@ def random_inputs(signature: list[dict], seed: int = 0, batch: int = 1) -> dict[
         else:
             inputs[item["name"]] = rng.integers(0, 10, shape).astype(dtype)
     return inputs
+
+
+def _example_dims(shape: Sequence[int | str], batch: int) -> list[int]:
+    """The rule `random_inputs` sizes a symbolic dim by: the first axis is the batch, others 1."""
+    return [d if isinstance(d, int) and d > 0 else (batch if i == 0 else 1) for i, d in enumerate(shape)]
+
+
+def defaulted_dims_notes(signature: list[dict], batch: int) -> list[str]:
+    """One line per input whose symbolic dims the example inputs size by `_example_dims`' rule.
+
+    A compile has to pick a size for every symbolic dim of its verification and profiling inputs;
+    picking 1 for an image's height silently would profile a model nobody runs, so it says which
+    dims it fixed to what, and how to choose instead.
+    """
+    notes = []
+    for item in signature:
+        sizes = _example_dims(item["shape"], batch)
+        fixed = [
+            f"{d}={sizes[axis]} (axis {axis}" + (", --batch)" if axis == 0 else ")")
+            for axis, d in enumerate(item["shape"]) if not (isinstance(d, int) and d > 0)
+        ]
+        if fixed:
+            notes.append(
+                f"input {item['name']!r} {format_shape(item['shape'])}: symbolic dims fixed to {', '.join(fixed)} "
+                f"in the example inputs; set them with --input-shape {item['name']}=DIMS"
+            )
+    return notes
+
+
+def parse_input_shapes(items: Iterable[str]) -> dict[str, list[int]]:
+    """`--input-shape NAME=DIMS` items (`x=1x3x224x224`) -> {name: dims}; each mistake a one-line UsageError.
+
+    The name is everything before the last `=`: tensor names hold `/`, `:` and sometimes `=`, dims never.
+    """
+    shapes: dict[str, list[int]] = {}
+    for item in items:
+        name, sep, text = item.rpartition("=")
+        name = name.strip()
+        if not sep:
+            raise UsageError(f"--input-shape {item!r}: expected NAME=DIMS, e.g. x=1x3x224x224")
+        if not name:
+            raise UsageError(f"--input-shape {item!r}: the input name before '=' is empty")
+        parts = [part.strip() for part in text.split("x")]
+        if not all(part.isascii() and part.isdigit() and int(part) > 0 for part in parts):
+            raise UsageError(f"--input-shape {item!r}: dims must be positive integers joined by 'x', e.g. 1x3x224x224")
+        if name in shapes:
+            raise UsageError(f"--input-shape gives input {name!r} twice")
+        shapes[name] = [int(part) for part in parts]
+    return shapes
+
+
+def fix_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> onnx.ModelProto:
+    """A copy of `model` whose graph inputs have the given shapes; shape inference is the caller's next step.
+
+    A given shape must agree with the graph (same rank, same size on every fixed axis): a shape the
+    graph cannot take would only fail later, deep inside a backend. A symbolic dim takes the given
+    size, and so does the same symbol on every other input, since one name means one size (a batch
+    `N` shared by two inputs); the same symbol given two sizes is refused.
+    """
+    model = copy.deepcopy(model)
+    weights = {init.name for init in model.graph.initializer}
+    inputs = {value.name: value for value in model.graph.input if value.name not in weights}
+    unknown = [name for name in shapes if name not in inputs]
+    if unknown:
+        raise UsageError(f"--input-shape: the model has no input {unknown[0]!r}; its inputs are {', '.join(map(repr, inputs)) or 'none'}")
+    symbols: dict[str, tuple[int, str]] = {}  # symbol -> (size, the input and axis that gave it)
+    for name, given in shapes.items():
+        tensor = inputs[name].type.tensor_type
+        if not tensor.HasField("shape"):
+            continue  # a rank the graph leaves open: any given shape is taken as it is
+        expected = [_dim(d) for d in tensor.shape.dim]
+        if len(expected) != len(given) or any(isinstance(e, int) and e != g for e, g in zip(expected, given)):
+            raise UsageError(f"--input-shape: input {name!r} has shape {format_shape(expected)}, given {format_shape(given)}")
+        for axis, (e, g) in enumerate(zip(expected, given)):
+            if isinstance(e, str) and e != "?":
+                size, where = symbols.setdefault(e, (g, f"{name!r} axis {axis}"))
+                if size != g:
+                    raise UsageError(f"--input-shape: symbolic dim {e!r} is {size} at input {where} but {g} at input {name!r} axis {axis}")
+    for value in inputs.values():
+        tensor = value.type.tensor_type
+        given = shapes.get(value.name)
+        if given is not None and not tensor.HasField("shape"):
+            for size in given:
+                tensor.shape.dim.add().dim_value = size
+            continue
+        for axis, dim in enumerate(tensor.shape.dim):
+            known = isinstance(_dim(dim), int)
+            size = given[axis] if given is not None else None if known else symbols.get(dim.dim_param, (None,))[0]
+            if size is not None:
+                dim.Clear()
+                dim.dim_value = size
+    return model
+
+
+def symbolic_dims(model: onnx.ModelProto) -> dict[str, list[dict]]:
+    """Each symbolic dim of the graph's real inputs and outputs -> where it occurs (tensor, input or
+    output, axis); a dim with no name is listed as '?'. What `--input-shape` can set, at a glance."""
+    weights = {init.name for init in model.graph.initializer}
+    found: dict[str, list[dict]] = {}
+    values = [("input", v) for v in model.graph.input if v.name not in weights] + [("output", v) for v in model.graph.output]
+    for kind, value in values:
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            symbol = _dim(dim)
+            if isinstance(symbol, str):
+                found.setdefault(symbol, []).append({"tensor": value.name, "io": kind, "axis": axis})
+    return found
+
+
+def inspect_onnx(path: Path) -> dict[str, Any]:
+    """What `tridesign inspect` reports on a user's ONNX file, as it is on disk (not normalized).
+
+    Before compiling a file a user needs its input names and which dims are symbolic (what
+    `--input-shape` must fix), and the opset and operators that decide whether it will import.
+    Parameters are the initializers' elements; weights built by Constant nodes are not counted.
+    """
+    model = load_onnx(path)
+    ops: dict[str, int] = {}
+    for node in model.graph.node:
+        key = node.op_type if (node.domain or "") in STANDARD_DOMAINS else f"{node.domain}.{node.op_type}"
+        ops[key] = ops.get(key, 0) + 1
+    elements = [math.prod(init.dims) for init in model.graph.initializer]
+    itemsizes = [np.dtype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize for init in model.graph.initializer]
+    return {
+        "file": str(path),
+        "ir_version": model.ir_version,
+        "opset_imports": [{"domain": imp.domain or "ai.onnx", "version": imp.version} for imp in model.opset_import],
+        "producer": " ".join(filter(None, (model.producer_name, model.producer_version))) or None,
+        **io_signature(model),
+        "nodes": len(model.graph.node),
+        "ops": dict(sorted(ops.items(), key=lambda item: (-item[1], item[0]))),
+        "parameters": sum(elements),
+        "parameter_bytes": sum(n * size for n, size in zip(elements, itemsizes)),
+        "symbolic_dims": [{"name": name, "occurs": where} for name, where in symbolic_dims(model).items()],
+    }
+
+
+def format_shape(shape: Sequence[int | str]) -> str:
+    """A shape the way `--input-shape` writes it (1x3xHxW); 'scalar' for rank 0."""
+    return "x".join(map(str, shape)) or "scalar"
+
+
+def _dim(dim: onnx.TensorShapeProto.Dimension) -> int | str:
+    """A dim's size, or its symbol ('?' when it has neither)."""
+    return dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or "?")
 
 
 def _one_line(err: BaseException, limit: int = 300) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,3 +21,11 @@ class CompileOptions:
     config: str = "tiny"  # model config when the source is a registered model
     batch: int = 1  # batch size of the example inputs used for verification and profiling
     seed: int = 0  # seed of the example inputs
+    # --input-shape: ((input name, dims), ...) fixed in a user's ONNX before it is compiled; a
+    # tuple of pairs, not a dict, so the options stay hashable
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+
+def input_shapes_option(shapes: Mapping[str, Sequence[int]]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """`parse_input_shapes`' dict as the hashable `CompileOptions.input_shapes`."""
+    return tuple((name, tuple(dims)) for name, dims in shapes.items())

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from rich.markup import escape
 
 from tridesign import __version__
 from tridesign.artifact import (
@@ -44,7 +45,7 @@ from tridesign.compiler.export import export_verified
 from tridesign.compiler.options import CompileOptions
 from tridesign.errors import TridesignError, UsageError
 from tridesign.models.registry import get_model
-from tridesign.progress import step
+from tridesign.progress import stderr, step
 from tridesign.targets import get_target
 from tridesign.verification import output_steps, run_onnxruntime, verify
 
@@ -68,6 +69,8 @@ def resolve_source(source: str, options: CompileOptions) -> Source:
     """SOURCE -> (normalized, pruned ONNX; verification inputs; calibration inputs; where it came from).
 
     An artifact directory compiles its model.onnx again (e.g. for another backend or target).
+    A user's ONNX gets `options.input_shapes` fixed in the graph; the symbolic dims left are sized
+    by `onnx_io.random_inputs`' rule in the example inputs, said on stderr one line per input.
     """
     opened = open_source(source)
     if opened.onnx_path is not None:
@@ -76,8 +79,11 @@ def resolve_source(source: str, options: CompileOptions) -> Source:
         with step(f"loading {path.name}"):
             model = onnx_io.load_onnx(path)
             original_opset = onnx_io.default_opset(model)
-            model = onnx_io.normalize(model)
+            model = onnx_io.normalize(model, dict(options.input_shapes))
         signature = onnx_io.io_signature(model)
+        check_fixed_shapes(signature["inputs"], options)
+        for note in onnx_io.defaulted_dims_notes(signature["inputs"], options.batch):
+            stderr.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
 
         def make_inputs(seed: int) -> dict[str, np.ndarray]:
             return onnx_io.random_inputs(signature["inputs"], seed, options.batch)
@@ -88,6 +94,8 @@ def resolve_source(source: str, options: CompileOptions) -> Source:
         )
         return model, make_inputs(options.seed), passes.calibration_batches(make_inputs, options.seed), described
     spec = get_model(source)  # a one-line "unknown model" usage error listing the known names
+    if options.input_shapes:
+        raise UsageError(f"--input-shape is for .onnx files: {spec.name}'s config ({options.config}) fixes its input shapes")
     spec.check_config(options.config)
     passes.check_options(options, registered=True)
     import torch
@@ -116,10 +124,29 @@ def resolve_source(source: str, options: CompileOptions) -> Source:
     return model, inputs, calibration, described
 
 
+def check_fixed_shapes(inputs: list[dict], options: CompileOptions) -> None:
+    """TVM specialises every kernel to one shape and takes only a symbolic batch axis: refuse any
+    other symbolic dim here, naming the flag that fixes it, before minutes of importing."""
+    if options.backend != "tvm":
+        return
+    for item in inputs:
+        axes = [f"{d} (axis {axis})" for axis, d in enumerate(item["shape"]) if axis > 0 and isinstance(d, str)]
+        if axes:
+            raise UsageError(
+                f"input {item['name']!r} {onnx_io.format_shape(item['shape'])} has symbolic dims {', '.join(axes)}; "
+                f"the TVM backend needs fixed shapes: give --input-shape {item['name']}=DIMS"
+            )
+
+
 def options_record(options: CompileOptions) -> dict[str, Any]:
-    """The options as the manifest keeps them: JSON values as they are, anything else (paths, a
-    parsed sparsity plan) in its text form."""
-    return {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v) for k, v in vars(options).items()}
+    """The options as the manifest keeps them: JSON values as they are, input shapes as given
+    (NAME=DIMS; left out when none, so the records and cache keys of earlier artifacts stay valid),
+    anything else (paths, a parsed sparsity plan) in its text form."""
+    record = {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v) for k, v in vars(options).items()}
+    record.pop("input_shapes")
+    if options.input_shapes:
+        record["input_shapes"] = [f"{name}={onnx_io.format_shape(dims)}" for name, dims in options.input_shapes]
+    return record
 
 
 def options_hash(options: CompileOptions) -> str:
