@@ -51,6 +51,20 @@ def test_host_round_trip_on_onnx_runtime(ort_bundle) -> None:
     assert outputs["logits"].shape == (1, 10) and report["latency_ms"]["median"] > 0
 
 
+def test_an_int8_bundle_allows_one_quantization_step_per_output(tmp_path) -> None:
+    from tridesign.board.runner import compare
+
+    meta = deploy("resnet20", CompileOptions(quantize="int8"), tmp_path / "int8", as_dir=True)
+    step = meta["tolerance"]["onnxruntime"]["steps"]["logits"]
+    assert meta["int8"] and step > 0
+    report, _ = bundle.run(tmp_path / "int8", repeat=2, warmup=1)
+    assert report["passed"] and report["comparison"][0]["step"] == step
+    reference = {"logits": np.zeros((1, 10))}
+    tolerance = meta["tolerance"]["onnxruntime"]
+    assert compare({"logits": reference["logits"] + 0.9 * step}, reference, tolerance)[0]["passed"]
+    assert not compare({"logits": reference["logits"] + step + 2 * tolerance["atol"]}, reference, tolerance)[0]["passed"]
+
+
 def test_host_round_trip_on_the_tvm_runtime(tmp_path) -> None:
     out = tmp_path / "tvm-bundle"
     meta = deploy("resnet20", CompileOptions(backend="tvm"), out, as_dir=True)

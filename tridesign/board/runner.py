@@ -32,8 +32,9 @@ def check_inputs(meta: dict[str, Any], inputs: dict[str, np.ndarray]) -> None:
             raise BoardError(f"input {name!r} has shape {list(array.shape)}, expected {item['shape']}")
 
 
-def compare(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], tolerance: dict[str, float]) -> list[dict]:
-    """Per output: max |got - ref|, that over max|ref|, and pass if within atol + rtol * max|ref|."""
+def compare(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], tolerance: dict) -> list[dict]:
+    """Per output: max |got - ref|, that over max|ref|, and pass if within atol + rtol * max|ref|
+    (+ the output's quantization step where the tolerance lists `steps`: an int8 model)."""
     rows = []
     for name, ref in reference.items():
         got = np.asarray(outputs[name], dtype=np.float64)
@@ -43,10 +44,11 @@ def compare(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], to
             continue
         scale = float(np.max(np.abs(ref))) if ref.size else 0.0
         max_abs = float(np.max(np.abs(got - ref))) if ref.size else 0.0
-        allowed = tolerance["atol"] + tolerance["rtol"] * scale
+        step = float(tolerance.get("steps", {}).get(name, 0.0))
+        allowed = tolerance["atol"] + tolerance["rtol"] * scale + step
         rows.append({
             "output": name, "max_abs_err": max_abs, "max_rel_err": max_abs / scale if scale > 0 else max_abs,
-            "atol": tolerance["atol"], "rtol": tolerance["rtol"], "allowed": allowed, "passed": max_abs <= allowed,
+            "atol": tolerance["atol"], "rtol": tolerance["rtol"], "step": step, "allowed": allowed, "passed": max_abs <= allowed,
         })
     return rows
 

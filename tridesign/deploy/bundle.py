@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 from jinja2 import Environment, PackageLoader
 
 import tridesign.board
@@ -30,7 +31,7 @@ from tridesign.board.check import BUNDLE_FILE, FORMAT, BoardError, extract, sha2
 from tridesign.board.runner import run_bundle
 from tridesign.errors import TridesignError
 from tridesign.targets import get_target
-from tridesign.verification import VERIFY_ATOL, VERIFY_RTOL
+from tridesign.verification import VERIFY_ATOL, VERIFY_RTOL, output_steps
 
 RUNNER_PACKAGE = "tridesign_board"
 TVM_DIR = "tvm"
@@ -49,12 +50,13 @@ def engines_for(manifest: Manifest) -> list[str]:
     return [*order, "onnxruntime"]
 
 
-def bundle_meta(manifest: Manifest, sparse_2to4: bool) -> dict[str, Any]:
-    """bundle.json without its file table."""
+def bundle_meta(manifest: Manifest, sparse_2to4: bool, steps: dict[str, float] | None = None) -> dict[str, Any]:
+    """bundle.json without its file table; `steps`: an int8 model's quantization step per output,
+    which the board may differ by on top of the fp32 rule, as `compile` verified it."""
     spec = get_target(manifest.target.name)
     engines = engines_for(manifest)
     int8 = manifest.quantization is not None
-    exact = {"atol": VERIFY_ATOL, "rtol": VERIFY_RTOL}
+    exact = {"atol": VERIFY_ATOL, "rtol": VERIFY_RTOL, **({"steps": steps} if int8 and steps else {})}
     meta: dict[str, Any] = {
         "format": FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -93,7 +95,8 @@ def pack(artifact_dir: Path, out: Path, as_dir: bool = False, sparse_2to4: bool 
     artifact_dir, out = Path(artifact_dir), Path(out)
     manifest = load_manifest(artifact_dir)
     check_writable_parent(out)
-    meta = bundle_meta(manifest, sparse_2to4)
+    steps = output_steps(onnx.load(str(artifact_dir / MODEL_FILE), load_external_data=False)) if manifest.quantization else None
+    meta = bundle_meta(manifest, sparse_2to4, steps)
     with tempfile.TemporaryDirectory(dir=out.resolve().parent, prefix=f".{out.name}.") as scratch:
         root = Path(scratch) / bundle_name(out)
         root.mkdir()
