@@ -52,6 +52,18 @@ def test_profile_reports_every_documented_key(ort_artifact):
     assert report["max_abs_err"] < 1e-4
     assert report["layers"] and report["layers"][0]["op_type"] == "Conv"
     assert report["layers"][0]["ms"] >= report["layers"][-1]["ms"]
+    assert len(report["layers"]) == 10 < report["layers_timed"]
+
+
+def test_profile_all_layers_carry_each_convs_macs_once(ort_artifact, cli):
+    """Every conv and GEMM of the graph is one of ORT's timed nodes: their MACs add up to the graph's."""
+    report = profile_artifact(ort_artifact, repeat=3, warmup=1, per_layer=True, top=None)
+    assert len(report["layers"]) == report["layers_timed"]
+    assert sum(t["macs"] or 0 for t in report["layers"]) == report["dense_macs"]
+    assert sum(t["share"] for t in report["layers"]) == pytest.approx(1.0)
+    assert all(t["macs"] is None for t in report["layers"] if not any(k in t["op_type"] for k in ("Conv", "Gemm", "MatMul")))
+    res = cli("profile", str(ort_artifact), "--top", "3")
+    assert res.returncode == 2 and "give --per-layer too" in res.stderr
 
 
 def test_run_checks_names_shapes_and_dtypes(ort_artifact):

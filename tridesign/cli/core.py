@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from tridesign.cli.output import emit_json, human, model_config, stdout, table
+from tridesign.cli.output import emit_json, fmt, human, model_config, stdout, table
 from tridesign.errors import TridesignError, UsageError
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of a table.")]
@@ -146,7 +146,9 @@ def profile_cmd(
     artifact: Annotated[Path, typer.Argument(help="Artifact directory made by `tridesign compile`.")],
     repeat: Annotated[int, typer.Option(help="Timed runs.")] = 50,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up runs.")] = 5,
-    per_layer: Annotated[bool, typer.Option("--per-layer", help="Also report the slowest layers.")] = False,
+    per_layer: Annotated[bool, typer.Option("--per-layer", help="Also report the slowest layers: time, share, dense MACs (ORT) and GMAC/s.")] = False,
+    top: Annotated[int, typer.Option(help="How many of the slowest layers --per-layer lists.")] = 10,
+    all_layers: Annotated[bool, typer.Option("--all", help="List every layer with --per-layer.")] = False,
     remote: Annotated[Optional[str], typer.Option(help="HOST:PORT of a board's TVM RPC server: time the module there.")] = None,
     tracker: Annotated[Optional[str], typer.Option(help="HOST:PORT of a TVM RPC tracker (with --key) instead of --remote.")] = None,
     key: Annotated[Optional[str], typer.Option(help="Device key the board registered with the tracker.")] = None,
@@ -158,7 +160,9 @@ def profile_cmd(
         return
     from tridesign.compiler.profile import profile_artifact
 
-    report = profile_artifact(artifact, repeat=repeat, warmup=warmup, per_layer=per_layer)
+    if (all_layers or top != 10) and not per_layer:
+        raise UsageError("--top and --all choose the layers --per-layer lists; give --per-layer too")
+    report = profile_artifact(artifact, repeat=repeat, warmup=warmup, per_layer=per_layer, top=None if all_layers else top)
     if json_out:
         emit_json(report)
         return
@@ -170,7 +174,13 @@ def profile_cmd(
         ["artifact bytes", report["artifact_bytes"]], ["max abs error vs reference", report["max_abs_err"]],
     ])
     if per_layer:
-        table("slowest layers", ["layer", "op", "ms"], [[t["name"], t["op_type"], t["ms"]] for t in report["layers"]])
+        shown = len(report["layers"])
+        title = f"slowest layers ({shown} of {report['layers_timed']}, {report['layers_ms_total']:.3f} ms in all)"
+        table(title, ["layer", "op", "ms", "share", "dense MACs", "GMAC/s"],
+              [[t["name"], t["op_type"], t["ms"], fmt(t["share"]), human(t["macs"]) if t["macs"] else "-",
+                fmt(t["gmac_per_s"]) if t["gmac_per_s"] else "-"] for t in report["layers"]])
+        if "layers_note" in report:
+            stdout.print(f"[yellow]note:[/] {report['layers_note']}", highlight=False)
 
 
 def _profile_remote(
