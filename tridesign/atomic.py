@@ -11,7 +11,7 @@ import fcntl
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tridesign.errors import TridesignError
@@ -104,6 +104,24 @@ def atomic_dir(path: Path, marker: str) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, shared: bool = False, on_wait: Callable[[], object] | None = None) -> Iterator[None]:
+    """Hold an flock on the lock file `path` (created if missing): exclusive for writers, `shared`
+    for readers. Renames make single files atomic; a read-merge-write or a database other processes
+    append to needs this. `on_wait` is called once if the lock is busy, before blocking on it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(handle, mode)
+        yield
 
 
 @contextlib.contextmanager

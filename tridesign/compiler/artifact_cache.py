@@ -9,12 +9,12 @@ of one key (codesign's parallel workers) wait on a lock file instead of compilin
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib
 from pathlib import Path
 
 from tridesign.artifact import MANIFEST_FILE
+from tridesign.atomic import file_lock
 from tridesign.compiler.options import CompileOptions
 from tridesign.compiler.pipeline import compile_artifact, options_hash
 from tridesign.compiler.sparsity.recovery import TASK_DATA
@@ -41,9 +41,7 @@ def cached_artifact(name: str, options: CompileOptions) -> Path:
     path = artifact_path(name, options)
     if (path / MANIFEST_FILE).is_file():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(path.parent / f".{path.name}.lock"):
         if not (path / MANIFEST_FILE).is_file():
             what = ", ".join(filter(None, [options.backend, f"prune {options.prune}" if options.prune else "",
                                            f"{options.finetune_steps} recovery steps" if options.finetune_steps else "",

@@ -12,20 +12,20 @@ manifest says how many did.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tridesign.atomic import write_bytes_atomic
+from tridesign.atomic import file_lock, write_bytes_atomic
 from tridesign.kernels.reference import ConvGeometry
 from tridesign.kernels.runtime import KernelFunc
 from tridesign.kernels.tir_dense_conv import ConvTile, dense_conv2d_consts, dense_conv2d_func
 from tridesign.kernels.tir_winograd_conv import winograd_applies, winograd_conv2d_consts, winograd_conv2d_func
 
 BOOK_FILE = "conv_tiles.json"
+LOCK_FILE = ".lock"  # the tuning database's lock (tridesign.compiler.tvm.tuning.DB_LOCK)
 # Direct tiles: channels × columns, or channels × rows × columns for maps narrower than a tile's
 # vectors, or channels × pixels with the vectors across channels. Which of them a target measures is
 # cut by its vector registers (`candidates`).
@@ -275,7 +275,11 @@ class TileBook:
         return entry
 
     def save(self) -> None:
+        """Write the book, merged with what other processes saved since it was loaded (their
+        layers kept, this one's measurements winning), under the database directory's lock."""
         if self.path is None:
             return
-        os.makedirs(self.path.parent, exist_ok=True)
-        write_bytes_atomic(self.path, json.dumps(self.entries, indent=1, sort_keys=True).encode())
+        with file_lock(self.path.parent / LOCK_FILE):
+            on_disk = json.loads(self.path.read_text()) if self.path.exists() else {}
+            self.entries = {**on_disk, **self.entries}
+            write_bytes_atomic(self.path, json.dumps(self.entries, indent=1, sort_keys=True).encode())

@@ -16,11 +16,12 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager
 
 from tridesign.compiler.remote import require_board
 from tridesign.compiler.tvm.frontend import front_half, handwritten_kernels
 from tridesign.compiler.tvm.rewrites import RewriteContext
+from tridesign.atomic import file_lock
 from tridesign.errors import TridesignError
 from tridesign.board.tvm_module import configure_tvm_runtime
 from tridesign.targets import TargetSpec, get_target
@@ -29,7 +30,8 @@ from tridesign.targets import TargetSpec, get_target
 # than MetaSchedule's default 30 s; a timed-out build is a wasted trial, not a slow schedule.
 BUILDER_TIMEOUT_S = 120.0
 RUNNER_TIMEOUT_S = 60.0
-DB_FILES = ("database_workload.json", "database_tuning_record.json", "conv_tiles.json")  # the last: tridesign.kernels.conv_tiles
+DB_FILES = ("database_workload.json", "database_tuning_record.json", "conv_tiles.json")
+DB_LOCK = ".lock"  # the last: tridesign.kernels.conv_tiles
 
 
 def build_candidate(mod: Any, target: Any, _params: Any) -> Any:
@@ -76,6 +78,19 @@ def open_database(db_dir: Path) -> Any:
     return ms.database.JSONDatabase(work_dir=str(db_dir), module_equality="structural")
 
 
+def database_lock(db_dir: Path, shared: bool = False, quiet: bool = False) -> ContextManager[None]:
+    """The database's lock: a tuning run holds it exclusively (MetaSchedule appends records that
+    point at workloads by line number, so two runs appending at once could cross them), a compile
+    reading the records shares it. A run that has to wait says so on stderr."""
+    from tridesign.progress import stderr
+
+    def waiting() -> None:
+        if not quiet:
+            stderr.print(f"[yellow]note:[/] waiting for another tuning run on {db_dir} to finish", highlight=False)
+
+    return file_lock(Path(db_dir) / DB_LOCK, shared=shared, on_wait=waiting)
+
+
 def has_records(db_dir: Path) -> bool:
     record = db_dir / DB_FILES[1]
     return record.exists() and record.stat().st_size > 0
@@ -93,7 +108,7 @@ def apply_database(fused_mod: Any, target: Any, db_dir: Path) -> tuple[Any, int,
     total = len(kernels(fused_mod))
     if not has_records(db_dir):
         return fused_mod, 0, total
-    with target, open_database(db_dir):
+    with database_lock(db_dir, shared=True), target, open_database(db_dir):
         applied_mod = relax.transform.MetaScheduleApplyDatabase()(fused_mod)
     tuned = sum(1 for f in kernels(applied_mod) if f.attrs is not None and f.attrs.get("tirx.is_scheduled", False))
     return fold_weight_layouts(applied_mod, target), tuned, total
@@ -241,6 +256,15 @@ def tune(
     if not tasks:
         return {"tasks": 0, "tuning_s": 0.0, "best_ms": {}}
     tasks = heaviest_first(tasks)
+    with database_lock(db_dir, quiet=quiet):
+        return _tune_tasks(tasks, spec, trials, db_dir, remote, quiet)
+
+
+def _tune_tasks(tasks: list[Any], spec: TargetSpec, trials: int, db_dir: Path, remote: RemoteRunner | None,
+                quiet: bool) -> dict[str, Any]:
+    """The tuning itself, under the database's lock (`tune`)."""
+    from tvm.s_tir import meta_schedule as ms
+
     database = open_database(db_dir)
     before = len(database)
     # MetaSchedule logs every task to files under db_dir/logs, and echoes INFO lines to stdout,
