@@ -58,3 +58,12 @@ def test_unsupported_operator_names_op_and_node(user_model):
     model.graph.node.append(helper.make_node("FancyOp", ["out/y:0"], ["z"], name="custom/node", domain="com.example"))
     with pytest.raises(TridesignError, match="unsupported operator 'FancyOp'.*custom/node"):
         onnx_io.check_operators(model)
+
+
+def test_example_inputs_larger_than_memory_are_refused_before_allocating():
+    from tridesign.compiler.onnx_io import random_inputs
+    from tridesign.errors import UsageError
+
+    signature = [{"name": "x", "shape": [1, 3, 200000, 200000], "dtype": "float32"}]
+    with pytest.raises(UsageError, match="would take 447.0 GiB .*'x' 1x3x200000x200000.* --input-shape"):
+        random_inputs(signature)

@@ -104,3 +104,10 @@ def test_resnet18_224_simulates_within_2s(resnet18):
     assert elapsed <= 2.0
     assert result.totals["macs"] == pytest.approx(1.814e9, rel=0.01)  # ResNet-18 at 224x224
     assert sum(1 for r in result.layers if r.op_type == "Conv") == 20
+
+
+def test_a_sweep_too_large_to_run_is_refused_with_its_estimate():
+    from tridesign.errors import UsageError
+
+    with pytest.raises(UsageError, match="1,000,000 points .* narrow the --param lists"):
+        grid({"array_rows": list(range(1, 1001)), "array_cols": list(range(1, 1001))}, [], [])

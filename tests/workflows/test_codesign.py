@@ -226,3 +226,15 @@ def test_parallel_executors_measure_what_the_serial_search_does(classification, 
     for row in rows:
         twin = serial[(row["key"], json.dumps(row["circuit"]))]
         assert (row["accuracy"], row["energy_per_frame"], row["latency_ms"]) == (twin["accuracy"], twin["energy_per_frame"], twin["latency_ms"])
+
+
+def test_spaces_too_large_to_search_are_refused_with_their_size(tmp_path) -> None:
+    big_model = {"version": 1, "model": {"prune": ["dense"] + [f"unstructured:0.{i:03d}" for i in range(1, 400)],
+                                         "recovery_steps": list(range(300))}}
+    with pytest.raises(UsageError, match="120,000 \\(data, model\\) points"):
+        run_codesign(CodesignJob("resnet20_digits", "classification", arch=ARCH, space=write_space(tmp_path / "m.yaml", big_model)),
+                     tmp_path / "out")
+    big_circuit = {"version": 1, "circuit": {"array_rows": list(range(1, 201)), "array_cols": list(range(1, 101))}}
+    with pytest.raises(UsageError, match="circuit: 20,000 points"):
+        load_space(write_space(tmp_path / "c.yaml", big_circuit), "classification", load_spec(ARCH))
+    assert not (tmp_path / "out").exists()

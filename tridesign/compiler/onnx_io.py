@@ -153,6 +153,7 @@ def io_signature(model: onnx.ModelProto) -> dict[str, list[dict]]:
 
 def random_inputs(signature: list[dict], seed: int = 0, batch: int = 1) -> dict[str, np.ndarray]:
     """Seeded inputs for a user's graph: symbolic dims become `batch` (first axis) or 1."""
+    check_input_memory(signature, batch)
     rng = np.random.default_rng(seed)
     inputs = {}
     for item in signature:
@@ -165,6 +166,21 @@ def random_inputs(signature: list[dict], seed: int = 0, batch: int = 1) -> dict[
         else:
             inputs[item["name"]] = rng.integers(0, 10, shape).astype(dtype)
     return inputs
+
+
+def check_input_memory(signature: list[dict], batch: int = 1) -> None:
+    """Refuse, before allocating, example inputs larger than half the memory available now: a
+    declared shape of billions of elements would otherwise exhaust the machine (the inputs, the
+    reference outputs and the runtime's own buffers all live at once)."""
+    import psutil
+
+    sizes = [(item["name"], _example_dims(item["shape"], batch), np.dtype(item["dtype"]).itemsize) for item in signature]
+    total = sum(int(np.prod(shape, dtype=np.float64)) * itemsize for _, shape, itemsize in sizes)
+    available = psutil.virtual_memory().available
+    if total > available / 2:
+        name, shape, _ = max(sizes, key=lambda s: float(np.prod(s[1], dtype=np.float64)) * s[2])
+        raise UsageError(f"the example inputs would take {total / 2**30:.1f} GiB (largest: {name!r} {format_shape(shape)}), "
+                         f"more than half of the {available / 2**30:.1f} GiB available: give smaller shapes with --input-shape")
 
 
 def _example_dims(shape: Sequence[int | str], batch: int) -> list[int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ from tridesign.hwsim.spec import DeviceSpec, SystemSpec
 from tridesign.hwsim.workload import Workload
 
 OBJECTIVES = ("latency_ms", "energy_per_input_frame", "area_mm2")
+MAX_POINTS = 200_000  # a grid is built in memory and every point simulated: refuse what would run for days
+POINT_MS = 5.0  # a typical simulate() of a small network, for the estimate in the refusal
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,10 @@ def grid(params: dict[str, list[Any]], dataflows: list[str | None], sparsities: 
     if unknown:
         raise UsageError(f"unknown sweep parameter(s) {', '.join(unknown)}")
     names = list(params)
+    count = math.prod(len(params[n]) for n in names) * max(1, len(dataflows)) * max(1, len(sparsities))
+    if count > MAX_POINTS:
+        raise UsageError(f"the sweep has {count:,} points (at ~{POINT_MS:g} ms each about {count * POINT_MS / 3.6e6:.1f} h "
+                         f"on one core), more than {MAX_POINTS:,}: narrow the --param lists")
     points = []
     for values in itertools.product(*(params[n] for n in names)):
         for flow, sp in itertools.product(dataflows or [None], sparsities or [SparsitySetting()]):

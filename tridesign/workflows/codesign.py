@@ -27,6 +27,7 @@ from __future__ import annotations
 import concurrent.futures as futures
 import itertools
 import json
+import math
 import multiprocessing
 import time
 from collections.abc import Callable
@@ -50,6 +51,7 @@ EXECUTORS = ("local", "ray")
 STUDY = "codesign"
 MINIMIZE = ("latency_ms", "energy_per_frame", "area_mm2")
 MAXIMIZE = ("accuracy",)
+MAX_SPACE_POINTS = 100_000  # the space is enumerated once (resume, dedup): refuse one that would not fit
 MAX_REPEATS = 200  # proposals in a row that were all measured already: the sampler has converged
 
 
@@ -114,6 +116,10 @@ def baseline_point(space: SearchSpace, task: str) -> dict[str, Any]:
 def distinct_points(space: SearchSpace, task: str) -> list[dict[str, Any]]:
     """One proposal per different (data, model) point of the space (dense ignores recovery steps)."""
     choices = space.choices(task)
+    count = math.prod(len(v) for v in choices.values())
+    if count > MAX_SPACE_POINTS:
+        raise UsageError(f"the space holds {count:,} (data, model) points, each trained, compiled and measured: "
+                         f"more than {MAX_SPACE_POINTS:,}; shorten its lists")
     points: dict[str, dict[str, Any]] = {}
     for values in itertools.product(*choices.values()):
         params = dict(zip(choices, values))
@@ -138,8 +144,8 @@ def run_codesign(job: CodesignJob, out: Path, report: Path | None = None,
                   out / "runs", sequences, labelled)
     if report is not None:
         check_writable_parent(Path(report))
-    _claim(out, job, space, system)
     grid = distinct_points(space, job.task)
+    _claim(out, job, space, system)
     total = len(grid)
     budget = min(job.budget or total, total)
     sampler_name = job.sampler if job.sampler != "auto" else ("grid" if budget >= total else "nsga2")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +39,7 @@ SPACES = Path(__file__).parent / "codesign_spaces"
 DENSE = "dense"
 NO_DROP = "none"
 SKIPPING = ("weight_skipping", "tile_skipping", "frame_skipping")
+MAX_CIRCUIT_POINTS = 10_000
 
 
 class _Strict(BaseModel):
@@ -188,6 +190,10 @@ def load_space(path: Path | None, task: str, system: SystemSpec) -> SearchSpace:
         raise UsageError(f"{origin}: {where}: {message}") from None
     if task == "classification" and "data" in data:
         raise UsageError(f"{origin}: data: a classification search has no data-sparsity axis (the held-out split is scored whole)")
+    count = math.prod(len(v) for v in space.circuit.model_dump().values() if v is not None)
+    if count > MAX_CIRCUIT_POINTS:
+        raise UsageError(f"{origin}: circuit: {count:,} points, each simulated for every (data, model) point: "
+                         f"more than {MAX_CIRCUIT_POINTS:,}; shorten its lists")
     for circuit in space.circuit.points():
         circuit_system(system, circuit)
     return space
