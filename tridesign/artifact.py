@@ -175,6 +175,8 @@ class Manifest(_Record):
     sparse_layers: list[dict[str, Any]] = []  # per pruned layer: ran sparse or dense, and why
     verification: Verification
     finetune: dict[str, Any] | None = None  # zeroth-order finetuning: settings, queries, before/after
+    # compile --eval-data: metric, data, samples, artifact vs uncompressed reference, drop (compiler.evaluate)
+    accuracy: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         """The JSON form, keys as given: a manifest read from disk is written back unchanged."""

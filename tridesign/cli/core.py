@@ -94,9 +94,23 @@ def compile_cmd(
     config: Annotated[Optional[str], typer.Option(help="Model configuration for a registered model (default: tiny, said on stderr).")] = None,
     batch: Annotated[int, typer.Option(help="Batch size of the example inputs.")] = 1,
     input_shape: InputShapeOpt = [],  # noqa: B006
+    eval_data: Annotated[Optional[str], typer.Option(
+        "--eval-data",
+        help="Score the artifact and the model before --prune/--quantize on this labelled data: an .npz with an "
+             "array per input (or x) and labels y, or `heldout` for the digits models' held-out split.",
+    )] = None,
+    labels: Annotated[Optional[str], typer.Option(help="Labels for --eval-data: FILE.npy, FILE.npz or FILE.npz:KEY (default: y in the data).")] = None,
+    metric: Annotated[str, typer.Option(help="Metric of --eval-data: top1, top5, mse or iou.")] = "top1",
+    max_accuracy_drop: Annotated[Optional[float], typer.Option(
+        "--max-accuracy-drop",
+        help="Fail, writing nothing, when --eval-data shows the artifact worse than the uncompressed model by "
+             "more than this (in the metric's units: 0.02 = 2 points of top-1).",
+    )] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Compile a model into a verified artifact directory with a manifest (optionally pruned and quantized)."""
+    from tridesign.cli.evaluate import accuracy_rows
+    from tridesign.compiler.evaluate import EvalRequest
     from tridesign.compiler.onnx_io import parse_input_shapes
     from tridesign.compiler.options import CompileOptions, input_shapes_option
     from tridesign.compiler.pipeline import compile_artifact
@@ -104,13 +118,16 @@ def compile_cmd(
 
     if min_density is not None and not prune:
         raise UsageError("--min-density is the per-layer floor of --prune; give --prune too")
+    if eval_data is None and (labels is not None or max_accuracy_drop is not None or metric != "top1"):
+        raise UsageError("--labels, --metric and --max-accuracy-drop go with --eval-data; give --eval-data too")
+    evaluation = EvalRequest(eval_data, labels, metric, max_accuracy_drop) if eval_data is not None else None
     options = CompileOptions(
         backend=backend, target=target, tune_trials=tune, tuning_db=tuning_db,
         prune=load_plan(prune, min_density) if prune else None,
         finetune_steps=finetune_steps, quantize=quantize, config=model_config(source, config), batch=batch,
         input_shapes=input_shapes_option(parse_input_shapes(input_shape)),
     )
-    manifest = compile_artifact(source, options, out)
+    manifest = compile_artifact(source, options, out, evaluation)
     if json_out:
         emit_json(manifest.to_dict())
         return
@@ -125,6 +142,7 @@ def compile_cmd(
         ["verified", v.passed],
         *(_sparsity_rows(sparsity) if sparsity else []),
         *([["int8 speedup vs fp32 (ORT)", manifest.quantization["speedup"]]] if manifest.quantization else []),
+        *(accuracy_rows(manifest.accuracy) if manifest.accuracy else []),
     ])
     for note in manifest.notes:
         stdout.print(f"[yellow]note:[/] {note}")

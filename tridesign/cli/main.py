@@ -12,15 +12,15 @@ import sys
 
 import typer
 
-from tridesign.cli import codesign, core, deploy, finetune, hwsim, inspect, sparsity, track, tune, videos
+from tridesign.cli import codesign, core, deploy, evaluate, finetune, hwsim, inspect, sparsity, track, tune, videos
 from tridesign.errors import TridesignError
 
 # Each module exposes register(app); listed explicitly so the command set is visible in one place.
-COMMAND_MODULES = [core, inspect, deploy, finetune, hwsim, sparsity, track, tune, videos, codesign]
+COMMAND_MODULES = [core, evaluate, inspect, deploy, finetune, hwsim, sparsity, track, tune, videos, codesign]
 
 app = typer.Typer(
     name="tridesign",
-    help="Edge deployment and data-model-circuit co-design: inspect, export, compile, tune, profile, deploy, run, simulate, sweep, codesign, finetune.",
+    help="Edge deployment and data-model-circuit co-design: inspect, export, compile, evaluate, tune, profile, deploy, run, simulate, sweep, codesign, finetune.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

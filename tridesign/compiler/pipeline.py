@@ -39,7 +39,7 @@ from tridesign.artifact import (
 from tridesign.annotations import read_weight_sparsity
 from tridesign.atomic import atomic_dir, check_writable_parent
 from tridesign.board.check import sha256_file
-from tridesign.compiler import onnx_io, passes
+from tridesign.compiler import evaluate, onnx_io, passes
 from tridesign.compiler.backends import get_backend
 from tridesign.compiler.export import export_verified
 from tridesign.compiler.options import CompileOptions
@@ -62,11 +62,16 @@ def package_versions(*names: str) -> dict[str, str]:
     return found
 
 
-Source = tuple[onnx.ModelProto, dict[str, np.ndarray], list[dict[str, np.ndarray]], RegisteredSource | OnnxSource]
+# (normalized, pruned ONNX; verification inputs; calibration inputs; where it came from; the graph
+# before pruning, or None when not asked for)
+Source = tuple[
+    onnx.ModelProto, dict[str, np.ndarray], list[dict[str, np.ndarray]], RegisteredSource | OnnxSource, onnx.ModelProto | None
+]
 
 
-def resolve_source(source: str, options: CompileOptions) -> Source:
-    """SOURCE -> (normalized, pruned ONNX; verification inputs; calibration inputs; where it came from).
+def resolve_source(source: str, options: CompileOptions, keep_dense: bool = False) -> Source:
+    """SOURCE -> (normalized, pruned ONNX; verification inputs; calibration inputs; where it came from;
+    with `keep_dense` the same graph unpruned, the reference `--eval-data` scores against).
 
     An artifact directory compiles its model.onnx again (e.g. for another backend or target).
     A user's ONNX gets `options.input_shapes` fixed in the graph; the symbolic dims left are sized
@@ -88,11 +93,15 @@ def resolve_source(source: str, options: CompileOptions) -> Source:
         def make_inputs(seed: int) -> dict[str, np.ndarray]:
             return onnx_io.random_inputs(signature["inputs"], seed, options.batch)
 
+        dense = None
+        if keep_dense:
+            dense = onnx.ModelProto()
+            dense.CopyFrom(model)  # pruning edits the initializers in place
         pruned = passes.prune_user_onnx(model, options)
         described = OnnxSource(
             path=str(path.resolve()), sha256=sha256_file(path), opset_in=original_opset, sparsity=pruned.get("sparsity")
         )
-        return model, make_inputs(options.seed), passes.calibration_batches(make_inputs, options.seed), described
+        return model, make_inputs(options.seed), passes.calibration_batches(make_inputs, options.seed), described, dense
     spec = get_model(source)  # a one-line "unknown model" usage error listing the known names
     if options.input_shapes:
         raise UsageError(f"--input-shape is for .onnx files: {spec.name}'s config ({options.config}) fixes its input shapes")
@@ -107,6 +116,10 @@ def resolve_source(source: str, options: CompileOptions) -> Source:
         torch.manual_seed(options.seed)
         module = spec.instantiate(options.config)
     inputs = make_inputs(options.seed)
+    dense = None
+    if keep_dense and options.prune is not None:
+        with step("exporting the unpruned model (the --eval-data reference)"):
+            dense = export_verified(spec, module, options.config, inputs)[0]
     prune_report, pruned = passes.prune_registered(module, spec.name, options, inputs)
     with step("exporting to ONNX and verifying against torch"):
         model, report = export_verified(spec, module, options.config, inputs)
@@ -121,7 +134,9 @@ def resolve_source(source: str, options: CompileOptions) -> Source:
         recovery=pruned.get("recovery"),
     )
     calibration = spec.calibration(options.config, options.seed) if spec.calibration else passes.calibration_batches(make_inputs, options.seed)
-    return model, inputs, calibration, described
+    if keep_dense and dense is None:
+        dense = model  # nothing was pruned; int8 is applied later, to the saved file, not to this graph
+    return model, inputs, calibration, described, dense
 
 
 def check_fixed_shapes(inputs: list[dict], options: CompileOptions) -> None:
@@ -154,15 +169,29 @@ def options_hash(options: CompileOptions) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def compile_artifact(source: str, options: CompileOptions, out_dir: Path) -> Manifest:
-    """Compile SOURCE with `options` into the artifact directory `out_dir`; return its manifest."""
+def compile_artifact(
+    source: str, options: CompileOptions, out_dir: Path, evaluation: evaluate.EvalRequest | None = None
+) -> Manifest:
+    """Compile SOURCE with `options` into the artifact directory `out_dir`; return its manifest.
+
+    With `evaluation` the artifact and the graph before --prune/--quantize are scored on its data
+    (manifest `accuracy`), and a drop above its `max_drop` fails the compile before anything is written.
+    """
     out_dir = Path(out_dir)
     backend = get_backend(options.backend)
     check_writable_parent(out_dir)
     if options.tune_trials < 0:
         raise UsageError("--tune must be a non-negative number of trials")
-    model, inputs, calibration, described = resolve_source(source, options)
     target = get_target(options.target)
+    if evaluation is not None:
+        check_evaluation(evaluation, options, target.runs_here)
+    model, inputs, calibration, described, dense = resolve_source(source, options, keep_dense=evaluation is not None)
+    eval_data = None
+    if evaluation is not None:
+        graph_io = onnx_io.io_signature(model)
+        eval_data = evaluate.load_eval_data(evaluation.data, evaluation.labels, graph_io["inputs"],
+                                            getattr(described, "model", None), flag="--eval-data")
+        evaluate.check_targets(eval_data.targets, evaluation.metric, graph_io["outputs"][0]["shape"], eval_data.description)
     with atomic_dir(out_dir, MANIFEST_FILE) as tmp:
         onnx.save(model, str(tmp / MODEL_FILE))
         quantization = passes.quantize(tmp / MODEL_FILE, options, calibration).get("quantization")
@@ -192,6 +221,10 @@ def compile_artifact(source: str, options: CompileOptions, out_dir: Path) -> Man
                 f"{backend.name} output differs from ONNX Runtime: max abs error {verification.max_abs_err:.3g} > "
                 f"{verification.tolerance:.3g}; nothing was written"
             )
+        accuracy = None
+        if evaluation is not None and eval_data is not None and dense is not None:
+            accuracy = measure_accuracy(evaluation, eval_data, backend.load(tmp).run,
+                                        result.fixed_inputs or signature["inputs"], dense, evaluate.reference_description(described))
         manifest = Manifest(
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             source=described,
@@ -211,6 +244,31 @@ def compile_artifact(source: str, options: CompileOptions, out_dir: Path) -> Man
             weight_sparsity=read_weight_sparsity(compiled),
             sparse_layers=result.sparse_layers,
             verification=verification,
+            **({"accuracy": accuracy} if accuracy is not None else {}),  # absent, not null, when not measured
         )
         write_manifest(tmp, manifest)
     return manifest
+
+
+def check_evaluation(evaluation: evaluate.EvalRequest, options: CompileOptions, runs_here: bool) -> None:
+    """Refuse an --eval-data compile that cannot measure a drop, before any expensive step."""
+    evaluation.check()
+    if options.prune is None and not options.quantize:
+        raise UsageError("--eval-data measures what --prune/--quantize cost; give one of them "
+                         "(`tridesign evaluate DIR` scores any artifact)")
+    if not runs_here:
+        raise UsageError(f"--eval-data runs the compiled artifact, and {options.target} artifacts cannot run here")
+
+
+def measure_accuracy(evaluation: evaluate.EvalRequest, data: evaluate.EvalData, run: evaluate.Runner,
+                     artifact_inputs: list[dict[str, Any]], dense: onnx.ModelProto, dense_text: str) -> dict[str, Any]:
+    """The compiled artifact and the unpruned, unquantized graph on the same rows; refused above the bound."""
+    with step(f"scoring the artifact on {data.samples} samples ({evaluation.metric})"):
+        compressed = evaluate.score(run, artifact_inputs, data, evaluation.metric)
+    with step("scoring the uncompressed reference in ONNX Runtime"):
+        reference = evaluate.score(evaluate.onnx_runner(dense), onnx_io.io_signature(dense)["inputs"], data, evaluation.metric)
+    record = evaluate.accuracy_record(evaluation.metric, data, compressed, reference, dense_text)
+    if evaluation.max_drop is not None:
+        record["max_drop"] = evaluation.max_drop
+    evaluate.check_drop(record, evaluation.max_drop)
+    return record

@@ -24,7 +24,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 from tridesign.annotations import DataSparsity, read_data_sparsity, write_data_sparsity
@@ -227,49 +226,14 @@ def combine_sparsity(records: list[DataSparsity | None], frames: list[int], kept
 
 
 def _classify(ctx: Context, point: dict[str, Any]) -> tuple[dict[str, Any], Path]:
-    """Top-1 of the compiled artifact on the held-out split, and the artifact's model for the simulator."""
+    """Top-1 of the compiled artifact on the labelled data (the held-out split unless --data is
+    given), scored as `tridesign evaluate` scores it, and the artifact's model for the simulator."""
     from tridesign.compiler.artifact_cache import cached_artifact
-    from tridesign.compiler.backends import get_backend
+    from tridesign.compiler.evaluate import artifact_runner, load_eval_data, score
 
     artifact = cached_artifact(ctx.source, compile_options(ctx, point))
     manifest = load_manifest(artifact)
-    session = get_backend(manifest.backend).load(artifact)
-    spec = manifest.inputs[0]
-    x, y = labelled_data(ctx.labelled, ctx.source)
-    if tuple(x.shape[1:]) != tuple(spec.shape[1:]):
-        raise UsageError(f"classification data has inputs of shape {list(x.shape[1:])}, the model takes {spec.shape[1:]}")
-    fixed = spec.shape[0] if isinstance(spec.shape[0], int) else None  # a TVM artifact is built for one batch
-    batch = fixed or 256
-    predictions = []
-    started = time.perf_counter()
-    for i in range(0, len(x), batch):
-        chunk = x[i:i + batch].astype(np.float32)
-        rows = len(chunk)
-        if fixed and rows < fixed:  # the last, short batch is padded and its padding dropped
-            chunk = np.concatenate([chunk, np.zeros((fixed - rows, *chunk.shape[1:]), np.float32)])
-        outputs = session.run({spec.name: chunk})
-        predictions.append(np.asarray(next(iter(outputs.values())))[:rows].argmax(1))
-    seconds = time.perf_counter() - started
-    predicted = np.concatenate(predictions)
-    top1 = float((predicted == y).mean())
-    return {"accuracy": top1, "metrics": {"top1": top1, "samples": len(predicted)},
-            "measured": {"cpu_ms_per_sample": 1000 * seconds / len(predicted), "artifact": str(artifact)}}, artifact / MODEL_FILE
-
-
-def labelled_data(labelled: Labelled, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) to score on: the .npz given, or the digits held-out split for the digits models."""
-    if labelled.path is None:
-        if source not in ("resnet20_digits", "resnet20"):
-            raise UsageError(f"{source} has no held-out split here: pass --data FILE.npz with arrays x and y")
-        from tridesign.data.digits import load_digits_split
-
-        split = load_digits_split()
-        return split.x_test, split.y_test
-    try:
-        with np.load(labelled.path) as data:
-            x, y = data["x"], data["y"]
-    except (OSError, ValueError, KeyError) as err:
-        raise UsageError(f"--data {labelled.path}: not an .npz with arrays x and y ({err.__class__.__name__})") from None
-    if len(x) != len(y) or y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or len(y) == 0:
-        raise UsageError(f"--data {labelled.path}: y must be {len(x)} integer class labels, one per row of x")
-    return x, y
+    data = load_eval_data(ctx.labelled.path, None, manifest.inputs, ctx.source)
+    top1 = score(artifact_runner(artifact, manifest), manifest.inputs, data, "top1")
+    return {"accuracy": top1.value, "metrics": {"top1": top1.value, "samples": top1.samples},
+            "measured": {"cpu_ms_per_sample": 1000 * top1.seconds / top1.samples, "artifact": str(artifact)}}, artifact / MODEL_FILE
