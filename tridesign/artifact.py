@@ -137,6 +137,8 @@ class Verification(_Record):
     tolerance: float | None = None
     rule: str | None = None
     skipped: str | None = None
+    # compile --verify-inputs: data, samples, batches, passed, worst errors and tolerance over its batches
+    user_inputs: dict[str, Any] | None = None
 
 
 class Manifest(_Record):

@@ -106,6 +106,19 @@ def compile_cmd(
         help="Fail, writing nothing, when --eval-data shows the artifact worse than the uncompressed model by "
              "more than this (in the metric's units: 0.02 = 2 points of top-1).",
     )] = None,
+    calibration: Annotated[Optional[str], typer.Option(
+        help="Calibrate --quantize int8 on this data instead of random inputs: an .npz with an array per input (or x), "
+             "or, for a one-image-input model, a directory of images or a video (see --preprocess).",
+    )] = None,
+    verify_inputs: Annotated[Optional[str], typer.Option(
+        "--verify-inputs",
+        help="Also verify the artifact against ONNX Runtime on these inputs (same forms as --calibration); "
+             "a mismatch writes nothing.",
+    )] = None,
+    preprocess: Annotated[Optional[str], typer.Option(
+        help="How images/video frames become the input: size=HxW,mean=a,b,c,std=a,b,c,order=rgb|bgr,layout=nchw|nhwc "
+             "(pixels scaled to 0..1 first; default: the input's size, mean 0, std 1, rgb, nchw).",
+    )] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Compile a model into a verified artifact directory with a manifest (optionally pruned and quantized)."""
@@ -114,6 +127,7 @@ def compile_cmd(
     from tridesign.compiler.onnx_io import parse_input_shapes
     from tridesign.compiler.options import CompileOptions, input_shapes_option
     from tridesign.compiler.pipeline import compile_artifact
+    from tridesign.compiler.user_data import UserInputs, parse_preprocess
     from tridesign.sparsity_plan import load_plan
 
     if min_density is not None and not prune:
@@ -127,7 +141,8 @@ def compile_cmd(
         finetune_steps=finetune_steps, quantize=quantize, config=model_config(source, config), batch=batch,
         input_shapes=input_shapes_option(parse_input_shapes(input_shape)),
     )
-    manifest = compile_artifact(source, options, out, evaluation)
+    user = UserInputs(calibration, verify_inputs, parse_preprocess(preprocess) if preprocess else None)
+    manifest = compile_artifact(source, options, out, evaluation, user)
     if json_out:
         emit_json(manifest.to_dict())
         return
@@ -140,6 +155,8 @@ def compile_cmd(
         ["compile seconds", manifest.compile_seconds],
         ["max abs error vs ORT", "not run here" if v.max_abs_err is None else v.max_abs_err],
         ["verified", v.passed],
+        *([["verified on --verify-inputs", f"{v.user_inputs['samples']} samples, max abs error {v.user_inputs['max_abs_err']:.3g}"]]
+          if v.user_inputs else []),
         *(_sparsity_rows(sparsity) if sparsity else []),
         *([["int8 speedup vs fp32 (ORT)", manifest.quantization["speedup"]]] if manifest.quantization else []),
         *(accuracy_rows(manifest.accuracy) if manifest.accuracy else []),

@@ -89,7 +89,7 @@ def load_eval_data(data: str | Path | None, labels: str | None, inputs: Sequence
                    flag: str = "--data") -> EvalData:
     """The rows for `inputs` from `data` (an .npz, or None/`heldout` for `model`'s held-out split),
     checked for names, counts, shapes and dtypes, each mistake one line naming the flag."""
-    specs = [_spec(s) for s in inputs]
+    specs = [spec_dict(s) for s in inputs]
     if data is None or str(data) == HELD_OUT:
         if model not in DIGITS_MODELS:
             raise UsageError(f"{model or 'this model'} has no held-out split here: pass {flag} FILE.npz "
@@ -143,11 +143,21 @@ def load_labels(text: str) -> np.ndarray:
     raise UsageError(f"--labels {text}: name the array as FILE.npz:KEY (it holds {', '.join(sorted(arrays)) or 'nothing'})")
 
 
-def _spec(item: Spec) -> dict[str, Any]:
+def spec_dict(item: Spec) -> dict[str, Any]:
+    """A manifest's TensorSpec or a graph signature's dict, as the dict the checks read."""
     return item.model_dump() if isinstance(item, TensorSpec) else dict(item)
 
 
 def _bind(arrays: dict[str, np.ndarray], targets: np.ndarray, specs: list[dict[str, Any]], where: str) -> dict[str, np.ndarray]:
+    return bind_inputs(arrays, specs, where, rows=(len(targets) if targets.ndim else 0, "the labels"))
+
+
+def bind_inputs(arrays: dict[str, np.ndarray], specs: Sequence[Spec], where: str,
+                rows: tuple[int, str] | None = None) -> dict[str, np.ndarray]:
+    """An array per graph input (by name, or `x` for a one-input graph), checked for names, row
+    counts (all equal, or `rows`: (count, what counted them)), shapes and dtypes, cast within its kind;
+    each mistake one line starting with `where`."""
+    specs = [spec_dict(s) for s in specs]
     names = [s["name"] for s in specs]
     if all(n in arrays for n in names):
         chosen = {n: arrays[n] for n in names}
@@ -156,14 +166,17 @@ def _bind(arrays: dict[str, np.ndarray], targets: np.ndarray, specs: list[dict[s
     else:
         raise UsageError(f"{where}: needs an array per input ({', '.join(names)})" + (" or x" if len(names) == 1 else "")
                          + f"; it holds {', '.join(sorted(arrays)) or 'nothing'}")
-    if targets.ndim == 0 or len(targets) == 0:
-        raise UsageError(f"{where}: no samples (the labels are empty)")
+    if rows is None:
+        first = chosen[names[0]]
+        rows = (len(first) if first.ndim else 0, f"input {names[0]!r}")
+    if rows[0] == 0:
+        raise UsageError(f"{where}: no samples ({rows[1]}: 0 rows)")
     bound = {}
     for spec in specs:
         name, array = spec["name"], chosen[spec["name"]]
-        if array.ndim == 0 or len(array) != len(targets):
-            rows = len(array) if array.ndim else 0
-            raise UsageError(f"{where}: input {name!r} has {rows} rows, the labels {len(targets)}")
+        if array.ndim == 0 or len(array) != rows[0]:
+            count = len(array) if array.ndim else 0
+            raise UsageError(f"{where}: input {name!r} has {count} rows, {rows[1]} {rows[0]}")
         want = spec["shape"][1:]
         if array.ndim != len(spec["shape"]) or any(isinstance(d, int) and d != got for d, got in zip(want, array.shape[1:])):
             raise UsageError(f"{where}: rows of {name!r} have shape {list(array.shape[1:])}, the model takes {want}")
@@ -235,7 +248,7 @@ def _area(box: np.ndarray) -> np.ndarray:
 def predict(run: Runner, inputs: Sequence[Spec], data: EvalData) -> tuple[np.ndarray, float]:
     """The first output over every row, in batches the graph takes: a fixed batch axis (a TVM
     build) gets that many rows, the last batch padded with zeros and its padding dropped."""
-    fixed = {s["shape"][0] for s in map(_spec, inputs) if s["shape"] and isinstance(s["shape"][0], int)}
+    fixed = {s["shape"][0] for s in map(spec_dict, inputs) if s["shape"] and isinstance(s["shape"][0], int)}
     if len(fixed) > 1:
         raise TridesignError(f"the model's inputs have different fixed batch sizes {sorted(fixed)}")
     pad = bool(fixed)

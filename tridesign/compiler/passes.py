@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 QUANT_MODES = ("int8",)
 CALIBRATION_BATCHES = 8
+RANDOM_CALIBRATION = "seeded random inputs"
+RANDOM_CALIBRATION_NOTE = "int8 scales were calibrated on random data; give --calibration"
 
 
 def check_options(options: CompileOptions, registered: bool) -> None:
@@ -78,8 +80,10 @@ def prune_user_onnx(model: onnx.ModelProto, options: CompileOptions) -> dict[str
     return {"sparsity": report.summary()}
 
 
-def quantize(model_path: Path, options: CompileOptions, calibration: list[dict[str, np.ndarray]]) -> dict[str, Any]:
-    """Replace `model_path` by its int8 QDQ version, keeping the fp32 graph beside it."""
+def quantize(model_path: Path, options: CompileOptions, calibration: list[dict[str, np.ndarray]],
+             calibration_data: str = RANDOM_CALIBRATION) -> dict[str, Any]:
+    """Replace `model_path` by its int8 QDQ version, keeping the fp32 graph beside it;
+    `calibration_data` says in the record what the batches were."""
     if not options.quantize:
         return {}
     from tridesign.compiler.quantize import quantize_int8
@@ -89,6 +93,7 @@ def quantize(model_path: Path, options: CompileOptions, calibration: list[dict[s
     with step("quantizing to int8 (static QDQ, per-channel weights)"):
         result = quantize_int8(fp32, model_path, calibration)
     result["calibration_batches"] = len(calibration)
+    result["calibration_data"] = calibration_data
     return {"quantization": result}
 
 

@@ -43,6 +43,7 @@ from tridesign.compiler import evaluate, onnx_io, passes
 from tridesign.compiler.backends import get_backend
 from tridesign.compiler.export import export_verified
 from tridesign.compiler.options import CompileOptions
+from tridesign.compiler.user_data import UserData, UserInputs, load_user_data
 from tridesign.errors import TridesignError, UsageError
 from tridesign.models.registry import get_model
 from tridesign.progress import stderr, step
@@ -170,12 +171,15 @@ def options_hash(options: CompileOptions) -> str:
 
 
 def compile_artifact(
-    source: str, options: CompileOptions, out_dir: Path, evaluation: evaluate.EvalRequest | None = None
+    source: str, options: CompileOptions, out_dir: Path, evaluation: evaluate.EvalRequest | None = None,
+    user: UserInputs | None = None,
 ) -> Manifest:
     """Compile SOURCE with `options` into the artifact directory `out_dir`; return its manifest.
 
     With `evaluation` the artifact and the graph before --prune/--quantize are scored on its data
     (manifest `accuracy`), and a drop above its `max_drop` fails the compile before anything is written.
+    With `user`, int8 is calibrated on the user's data (manifest `quantization.calibration_data`) and
+    the artifact is verified on the user's inputs too (`verification.user_inputs`), refused on a mismatch.
     """
     out_dir = Path(out_dir)
     backend = get_backend(options.backend)
@@ -185,7 +189,13 @@ def compile_artifact(
     target = get_target(options.target)
     if evaluation is not None:
         check_evaluation(evaluation, options, target.runs_here)
+    user = user or UserInputs()
+    user.check(options.quantize, target.runs_here)
     model, inputs, calibration, described, dense = resolve_source(source, options, keep_dense=evaluation is not None)
+    calibration, calibration_data, calibration_notes = choose_calibration(model, inputs, calibration, described, options, user)
+    verify_data = None
+    if user.verify is not None:
+        verify_data = load_user_data(user.verify, onnx_io.io_signature(model)["inputs"], user.preprocess, "--verify-inputs")
     eval_data = None
     if evaluation is not None:
         graph_io = onnx_io.io_signature(model)
@@ -194,7 +204,7 @@ def compile_artifact(
         evaluate.check_targets(eval_data.targets, evaluation.metric, graph_io["outputs"][0]["shape"], eval_data.description)
     with atomic_dir(out_dir, MANIFEST_FILE) as tmp:
         onnx.save(model, str(tmp / MODEL_FILE))
-        quantization = passes.quantize(tmp / MODEL_FILE, options, calibration).get("quantization")
+        quantization = passes.quantize(tmp / MODEL_FILE, options, calibration, calibration_data).get("quantization")
         steps = output_steps(onnx.load(str(tmp / MODEL_FILE), load_external_data=False)) if quantization else None
         with step("reference run in ONNX Runtime" + (" (its int8 kernels)" if quantization else "")):
             reference = run_onnxruntime(str(tmp / MODEL_FILE), inputs, int8_kernels=bool(quantization))
@@ -206,7 +216,7 @@ def compile_artifact(
         compile_s = time.perf_counter() - started
         compiled = onnx.load(str(tmp / MODEL_FILE), load_external_data=False)
         signature = onnx_io.io_signature(compiled)
-        notes = result.notes + passes.quantization_notes({"quantization": quantization} if quantization else {})
+        notes = result.notes + calibration_notes + passes.quantization_notes({"quantization": quantization} if quantization else {})
         if target.runs_here:
             with step("verifying the compiled artifact against ONNX Runtime"):
                 verification = verify(backend.load(tmp).run(inputs), reference, steps)
@@ -221,6 +231,9 @@ def compile_artifact(
                 f"{backend.name} output differs from ONNX Runtime: max abs error {verification.max_abs_err:.3g} > "
                 f"{verification.tolerance:.3g}; nothing was written"
             )
+        if verify_data is not None:
+            verification = verification.model_copy(update={"user_inputs": verify_user_inputs(
+                backend.load(tmp).run, str(tmp / MODEL_FILE), verify_data, batch_of(inputs), steps, backend.name)})
         accuracy = None
         if evaluation is not None and eval_data is not None and dense is not None:
             accuracy = measure_accuracy(evaluation, eval_data, backend.load(tmp).run,
@@ -272,3 +285,42 @@ def measure_accuracy(evaluation: evaluate.EvalRequest, data: evaluate.EvalData, 
         record["max_drop"] = evaluation.max_drop
     evaluate.check_drop(record, evaluation.max_drop)
     return record
+
+
+def batch_of(inputs: dict[str, np.ndarray]) -> int:
+    """The artifact's batch size: that of its verification inputs, which it was compiled for."""
+    first = next(iter(inputs.values()))
+    return len(first) if first.ndim else 1
+
+
+def choose_calibration(
+    model: onnx.ModelProto, inputs: dict[str, np.ndarray], calibration: list[dict[str, np.ndarray]],
+    described: RegisteredSource | OnnxSource, options: CompileOptions, user: UserInputs,
+) -> tuple[list[dict[str, np.ndarray]], str, list[str]]:
+    """(calibration batches, what they are for the manifest, notes): the user's --calibration data
+    when given; else a registered model's task data, or seeded noise, said in a note for a user's ONNX."""
+    if user.calibration is not None:
+        data = load_user_data(user.calibration, onnx_io.io_signature(model)["inputs"], user.preprocess, "--calibration")
+        return data.batches(batch_of(inputs)), data.description, []
+    if isinstance(described, RegisteredSource) and get_model(described.model).calibration:
+        return calibration, f"{described.model}'s task data", []
+    notes = [passes.RANDOM_CALIBRATION_NOTE] if options.quantize and isinstance(described, OnnxSource) else []
+    return calibration, passes.RANDOM_CALIBRATION, notes
+
+
+def verify_user_inputs(run: evaluate.Runner, model_path: str, data: UserData, batch: int,
+                       steps: dict[str, float] | None, backend_name: str) -> dict[str, Any]:
+    """The compiled artifact against ONNX Runtime on the user's inputs, batch by batch, under the
+    same rule as the seeded inputs; the worst batch (error less tolerance) is recorded, and any failing batch refuses."""
+    results = []
+    with step(f"verifying on --verify-inputs {data.description}"):
+        for rows in data.batches(batch):
+            results.append(verify(run(rows), run_onnxruntime(model_path, rows, int8_kernels=steps is not None), steps))
+    worst = max(results, key=lambda v: (not v.passed, (v.max_abs_err or 0.0) - (v.tolerance or 0.0)))
+    if not worst.passed:
+        raise TridesignError(
+            f"{backend_name} output differs from ONNX Runtime on --verify-inputs {data.description}: max abs error "
+            f"{worst.max_abs_err:.3g} > {worst.tolerance:.3g}; nothing was written"
+        )
+    return {"data": data.description, "samples": data.samples, "batches": len(results), "passed": True,
+            "max_abs_err": worst.max_abs_err, "max_rel_err": worst.max_rel_err, "tolerance": worst.tolerance}
