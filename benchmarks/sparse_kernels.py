@@ -23,7 +23,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +34,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from tridesign.compiler.timing import median_ms
 from tridesign.kernels.formats import BSR, NM, TileMask
 from tridesign.kernels.reference import ConvGeometry
 from tridesign.kernels.tir_bsr import bind_bsr_matmul
@@ -59,17 +59,6 @@ LAYERS = [
     ("vit-b 2:4 768x768 197tok", "nm", (768, 768, 197)),
     ("trimot tile 3x3 64@56 t14", "tile", ((1, 64, 56, 56), (64, 64, 3, 3), ConvGeometry((1, 1), (1, 1)))),
 ]
-
-
-def median_ms(fn, warmup: int = 3, repeat: int = 15) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
 
 
 def one_node_model(kind: str, shape, weight: np.ndarray) -> tuple[onnx.ModelProto, np.ndarray]:

@@ -33,6 +33,7 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from tridesign.atomic import write_text_atomic
+from tridesign.compiler.timing import median_ms
 from tridesign.data.detections import network_input
 from tridesign.data.video_sparsity import patch_mask, patch_scores, to_network_mask
 from tridesign.data.video_synth import SynthConfig, render
@@ -96,16 +97,6 @@ def frame_inputs(image_hw: tuple[int, int], mask_hw: tuple[int, int]) -> tuple[n
     scores = patch_scores(frame, PATCH_PX)
     masks = {drop: to_network_mask(patch_mask(scores, drop, None, PATCH_PX, FRAME_HW), mask_hw, FRAME_HW, PATCH_PX) for drop in DROPS}
     return network_input(frame, image_hw), masks
-
-
-def median_ms(fn: Callable[[], object], repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
 
 
 def tvm_dense(model: onnx.ModelProto) -> Callable[[np.ndarray, np.ndarray], object]:

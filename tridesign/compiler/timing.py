@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -24,14 +25,24 @@ def peak_rss_mb() -> float:
 SETTLE_S = 0.2
 
 
-def time_session(session, inputs: dict[str, np.ndarray], repeat: int, warmup: int) -> np.ndarray:
-    """Wall-clock ms of `repeat` runs after `warmup` runs, once other runtimes' threads have parked."""
-    time.sleep(SETTLE_S)
+def time_calls(fn: Callable[[], object], repeat: int, warmup: int) -> np.ndarray:
+    """Wall-clock ms of `repeat` calls of `fn` after `warmup` untimed ones."""
     for _ in range(warmup):
-        session.run(inputs)
+        fn()
     times = np.empty(repeat)
     for i in range(repeat):
         start = time.perf_counter()
-        session.run(inputs)
+        fn()
         times[i] = (time.perf_counter() - start) * 1000.0
     return times
+
+
+def median_ms(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
+    """The median of `time_calls` (what benchmarks compare, round by round)."""
+    return float(np.median(time_calls(fn, repeat, warmup)))
+
+
+def time_session(session, inputs: dict[str, np.ndarray], repeat: int, warmup: int) -> np.ndarray:
+    """Wall-clock ms of `repeat` runs after `warmup` runs, once other runtimes' threads have parked."""
+    time.sleep(SETTLE_S)
+    return time_calls(lambda: session.run(inputs), repeat, warmup)

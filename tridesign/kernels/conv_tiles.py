@@ -25,7 +25,7 @@ from tridesign.kernels.tir_dense_conv import ConvTile, dense_conv2d_consts, dens
 from tridesign.kernels.tir_winograd_conv import winograd_applies, winograd_conv2d_consts, winograd_conv2d_func
 
 BOOK_FILE = "conv_tiles.json"
-LOCK_FILE = ".lock"  # the tuning database's lock (tridesign.compiler.tvm.tuning.DB_LOCK)
+LOCK_FILE = ".lock"  # the tuning database's lock: the tile book's saves and MetaSchedule's tuning runs (compiler.tvm.tuning)
 # Direct tiles: channels × columns, or channels × rows × columns for maps narrower than a tile's
 # vectors, or channels × pixels with the vectors across channels. Which of them a target measures is
 # cut by its vector registers (`candidates`).

@@ -26,7 +26,7 @@ from typing import Any
 
 import onnx
 
-from tridesign.annotations import DataSparsity, read_data_sparsity, write_data_sparsity
+from tridesign.annotations import DataSparsity, write_data_sparsity
 from tridesign.artifact import MODEL_FILE, TRACK_MODEL, TRACK_SUMMARY, load_manifest
 from tridesign.atomic import write_bytes_atomic
 from tridesign.errors import UsageError
@@ -165,7 +165,7 @@ def _track(ctx: Context, point: dict[str, Any], run_dir: Path) -> tuple[dict[str
         else:
             summaries.append(track(seq.video, out, replace(track_options, gt=seq.gt)))
     metrics = combine_metrics([s["metrics"] for s in summaries])
-    sparsity = combine_sparsity([read_data_sparsity(onnx.load(str(run_dir / s.name / TRACK_MODEL))) for s in ctx.sequences],
+    sparsity = combine_sparsity([DataSparsity.model_validate(s["data_sparsity"]) for s in summaries],
                                 [s["frames"] for s in summaries], [s["kept_frames"] for s in summaries])
     model = onnx.load(str(run_dir / ctx.sequences[0].name / TRACK_MODEL))
     write_data_sparsity(model, sparsity)
@@ -204,24 +204,20 @@ def combine_metrics(per_sequence: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def combine_sparsity(records: list[DataSparsity | None], frames: list[int], kept: list[int]) -> DataSparsity:
+def combine_sparsity(records: list[DataSparsity], frames: list[int], kept: list[int]) -> DataSparsity:
     """One record for all sequences: kept frames over all frames, active fractions over kept frames."""
-    present = [(r, f, k) for r, f, k in zip(records, frames, kept) if r is not None]
-    if not present:
-        raise UsageError("the tracked detector carries no data-sparsity record")
-    weight = max(sum(k for _, _, k in present), 1)
+    weight = max(sum(kept), 1)
     layers: dict[str, float] = {}
-    for record, _, k in present:
+    for record, k in zip(records, kept):
         for node, value in record.layer_active_fraction.items():
             layers[node] = layers.get(node, 0.0) + value * k / weight
-    first = present[0][0]
     return DataSparsity(
-        tile_px=first.tile_px,
-        active_tile_fraction=sum(r.active_tile_fraction * k for r, _, k in present) / weight,
-        frame_keep_fraction=sum(k for _, _, k in present) / max(sum(f for _, f, _ in present), 1),
+        tile_px=records[0].tile_px,
+        active_tile_fraction=sum(r.active_tile_fraction * k for r, k in zip(records, kept)) / weight,
+        frame_keep_fraction=sum(kept) / max(sum(frames), 1),
         layer_active_fraction=layers,
-        source=f"measured by tridesign codesign over {len(present)} sequence(s): {first.source.split(' on ', 1)[-1]}"
-        if len(present) == 1 else f"measured by tridesign codesign over {len(present)} sequences",
+        source=f"measured by tridesign codesign over {len(records)} sequence(s): "
+               + "; ".join(r.source.removeprefix("measured by tridesign track ") for r in records),
     )
 
 

@@ -30,8 +30,7 @@ from tridesign.targets import TargetSpec, get_target
 # than MetaSchedule's default 30 s; a timed-out build is a wasted trial, not a slow schedule.
 BUILDER_TIMEOUT_S = 120.0
 RUNNER_TIMEOUT_S = 60.0
-DB_FILES = ("database_workload.json", "database_tuning_record.json", "conv_tiles.json")
-DB_LOCK = ".lock"  # the last: tridesign.kernels.conv_tiles
+DB_FILES = ("database_workload.json", "database_tuning_record.json", "conv_tiles.json")  # the last: tridesign.kernels.conv_tiles
 
 
 def build_candidate(mod: Any, target: Any, _params: Any) -> Any:
@@ -82,13 +81,14 @@ def database_lock(db_dir: Path, shared: bool = False, quiet: bool = False) -> Co
     """The database's lock: a tuning run holds it exclusively (MetaSchedule appends records that
     point at workloads by line number, so two runs appending at once could cross them), a compile
     reading the records shares it. A run that has to wait says so on stderr."""
+    from tridesign.kernels.conv_tiles import LOCK_FILE  # the tile book locks the same file
     from tridesign.progress import stderr
 
     def waiting() -> None:
         if not quiet:
             stderr.print(f"[yellow]note:[/] waiting for another tuning run on {db_dir} to finish", highlight=False)
 
-    return file_lock(Path(db_dir) / DB_LOCK, shared=shared, on_wait=waiting)
+    return file_lock(Path(db_dir) / LOCK_FILE, shared=shared, on_wait=waiting)
 
 
 def has_records(db_dir: Path) -> bool:
